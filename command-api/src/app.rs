@@ -1,0 +1,120 @@
+//! Building and running the command API: state, routes, middleware, background tasks.
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, extract::DefaultBodyLimit};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::JwtKeys;
+use crate::config::Config;
+use crate::http::ApiError;
+use crate::routes::{devices, orders, payments};
+use crate::{janitor, openapi, relay};
+use platform::Shutdown;
+use platform::health::{self, Dependencies};
+
+/// What every handler can reach. Cheap to clone: all handles are shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub pg: sqlx::PgPool,
+    pub redis: redis::aio::ConnectionManager,
+    pub jwt: JwtKeys,
+    pub subject_prefix: String,
+    pub idempotency_ttl: Duration,
+}
+
+/// The API router: every route is registered with its OpenAPI description.
+pub fn router(state: AppState, deps: Dependencies, body_limit: usize) -> Router {
+    let (api, spec) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(devices::token::issue_token))
+        .routes(routes!(orders::create::create_order))
+        .routes(routes!(orders::cancel::cancel_order))
+        .routes(routes!(payments::create::create_payment))
+        .routes(routes!(payments::confirm::confirm_payment))
+        .routes(routes!(payments::capture::capture_payment))
+        .routes(routes!(payments::void::void_payment))
+        .routes(routes!(payments::refund::refund_payment))
+        .with_state(state)
+        .split_for_parts();
+    let spec = std::sync::Arc::new(spec);
+    api.route("/openapi.json", axum::routing::get(move || async move { Json((*spec).clone()) }))
+        .fallback(|| async { ApiError::BadPath("no such route".into()) })
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .merge(health::router(deps))
+}
+
+fn method_not_allowed() -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank", "title": "Method Not Allowed", "status": 405,
+        "detail": "this route does not accept that method",
+    });
+    crate::http::error::problem_response(StatusCode::METHOD_NOT_ALLOWED, body.to_string().into_bytes())
+}
+
+/// `http_requests_total` and `http_request_duration_seconds`, by route template.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("endpoint", endpoint), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..2])
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Connects, starts the relay and janitor, and serves until `shutdown`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let _ = platform::metrics::handle();
+    let infra = &config.infra;
+    let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
+    let nats = platform::connect::nats(&infra.nats_url, "command-api").await?;
+    let redis = platform::connect::redis(&infra.redis_url)?;
+    let state = AppState {
+        pg: pg.clone(),
+        redis: redis.clone(),
+        jwt: config.jwt.clone(),
+        subject_prefix: infra.subject_prefix.clone(),
+        idempotency_ttl: config.idempotency_ttl,
+    };
+    let deps = Dependencies { pg: pg.clone(), nats: nats.clone(), redis, critical: vec!["postgres"] };
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.relay.enabled {
+        let relay =
+            relay::Relay::new(pg.clone(), async_nats::jetstream::new(nats.clone()), config.relay.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move { relay.run(stop).await });
+        let stop = shutdown.clone();
+        let (pg, cfg, ttl) = (pg.clone(), config.relay.clone(), config.idempotency_ttl);
+        tasks.spawn(async move { janitor::run(pg, cfg.retention, ttl, stop).await });
+    }
+    let app = router(state, deps, config.body_limit);
+    tracing::info!(addr = %listener.local_addr()?, "command-api listening");
+    let stop = shutdown.clone();
+    axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await }).await?;
+    shutdown.trigger();
+    while tasks.join_next().await.is_some() {}
+    nats.flush().await.ok();
+    pg.close().await;
+    tracing::info!("command-api stopped");
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Idempotency keys: a retried command changes nothing twice.
+//!
+//! Semantics (IETF httpapi draft): same key and same body replays the first
+//! response, status and body; same key with another body is 422; a key whose
+//! first request is still running is 409; no key is 400. Keys are scoped per
+//! caller (a device) and kept at least 24 hours.
+//!
+//! PostgreSQL is the record. Within the command's own transaction the key is
+//! claimed with a transaction-scoped advisory lock (held until commit, so a
+//! concurrent twin sees "in flight" instead of waiting) and the response is
+//! inserted before commit, so "command applied" and "key recorded" are one
+//! atomic fact. Redis fronts completed keys so that replays, the common case
+//! of a terminal retrying after a timeout, do not touch the database; a Redis
+//! failure only costs that shortcut.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use redis::AsyncCommands;
+use sqlx::PgConnection;
+use std::time::Duration;
+
+use super::error::{ApiError, problem_response};
+
+/// A response recorded for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub request_hash: Vec<u8>,
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// The recorded response for a request with `fingerprint`, or 422 if the body differs.
+    pub fn replay(&self, fingerprint: &[u8; 32]) -> Result<Response, ApiError> {
+        if self.request_hash != fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut response = if status.is_success() {
+            let mut r = (status, self.body.clone()).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        } else {
+            problem_response(status, self.body.clone())
+        };
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        Ok(response)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(34 + self.body.len());
+        out.extend_from_slice(&self.status.to_be_bytes());
+        out.extend_from_slice(&self.request_hash);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 34 {
+            return None;
+        }
+        Some(Self {
+            status: u16::from_be_bytes([bytes[0], bytes[1]]),
+            request_hash: bytes[2..34].to_vec(),
+            body: bytes[34..].to_vec(),
+        })
+    }
+}
+
+fn redis_key(scope: &str, key: &str) -> String {
+    format!("idem:{scope}:{key}")
+}
+
+/// A completed key from the Redis front, if Redis has it and answers.
+pub async fn cached(redis: &redis::aio::ConnectionManager, scope: &str, key: &str) -> Option<Recorded> {
+    let mut conn = redis.clone();
+    match conn.get::<_, Option<Vec<u8>>>(redis_key(scope, key)).await {
+        Ok(bytes) => bytes.as_deref().and_then(Recorded::decode),
+        Err(e) => {
+            tracing::debug!(error = %e, "idempotency cache unavailable");
+            None
+        }
+    }
+}
+
+/// Puts a completed key in the Redis front, best effort.
+pub async fn remember(
+    redis: &redis::aio::ConnectionManager,
+    scope: &str,
+    key: &str,
+    recorded: &Recorded,
+    ttl: Duration,
+) {
+    let mut conn = redis.clone();
+    let result: redis::RedisResult<()> =
+        conn.set_ex(redis_key(scope, key), recorded.encode(), ttl.as_secs().max(1)).await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "idempotency cache write failed");
+    }
+}
+
+/// Outcome of claiming a key inside the command's transaction.
+pub enum Claim {
+    /// First use: run the command, then [`record`] its response.
+    Fresh,
+    /// Already completed: this is what was answered.
+    Done(Recorded),
+}
+
+/// Claims `key` for `scope` in the open transaction, or reports it in flight.
+pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str) -> Result<Claim, ApiError> {
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(format!("{scope}\n{key}"))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !locked {
+        return Err(ApiError::IdempotencyKeyInFlight);
+    }
+    let row: Option<(Vec<u8>, i16, Vec<u8>)> = sqlx::query_as(
+        "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE caller = $1 AND key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some((request_hash, status, body)) => {
+            Claim::Done(Recorded { request_hash, status: u16::try_from(status).unwrap_or(500), body })
+        }
+        None => Claim::Fresh,
+    })
+}
+
+/// Records the response of a fresh key in the command's transaction.
+pub async fn record(
+    conn: &mut PgConnection,
+    scope: &str,
+    key: &str,
+    recorded: &Recorded,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(&recorded.request_hash)
+    .bind(i16::try_from(recorded.status).unwrap_or(500))
+    .bind(&recorded.body)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match e.as_database_error() {
+        Some(db) if db.is_unique_violation() => ApiError::IdempotencyKeyInFlight,
+        _ => e.into(),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_encoding_round_trips() {
+        let r = Recorded { request_hash: vec![7; 32], status: 201, body: b"{\"a\":1}".to_vec() };
+        assert_eq!(Recorded::decode(&r.encode()), Some(r));
+        assert_eq!(Recorded::decode(b"short"), None);
+    }
+
+    #[test]
+    fn a_different_body_is_refused_not_replayed() {
+        let r = Recorded { request_hash: vec![1; 32], status: 201, body: b"{}".to_vec() };
+        assert!(matches!(r.replay(&[2; 32]), Err(ApiError::IdempotencyKeyReused)));
+        let replayed = r.replay(&[1; 32]).expect("same body replays");
+        assert_eq!(replayed.status(), StatusCode::CREATED);
+        assert_eq!(replayed.headers().get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    }
+}

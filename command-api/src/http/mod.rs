@@ -1,0 +1,7 @@
+//! HTTP plumbing of the command API: the error type, extractors and idempotency.
+
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+
+pub use error::ApiError;

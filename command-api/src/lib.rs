@@ -1,0 +1,22 @@
+//! The command API: the terminals' write side, and the outbox relay.
+//!
+//! A command is validated, decided by the pure domain ([`domain`]), and
+//! committed in one PostgreSQL transaction together with its events (in the
+//! outbox) and its idempotency record ([`commands`]). The [`relay`] moves
+//! committed outbox rows to JetStream in order, with `Nats-Msg-Id` = event
+//! id, so nothing accepted is lost and nothing is published twice.
+
+pub mod app;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod janitor;
+pub mod openapi;
+pub mod relay;
+pub mod routes;
+pub mod store;
+
+pub use app::{AppState, run};
+pub use config::Config;

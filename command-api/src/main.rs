@@ -1,0 +1,15 @@
+//! `command-api`: serves the terminals' write API and runs the outbox relay.
+
+use anyhow::Context;
+use command_api::Config;
+use platform::Shutdown;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("command-api");
+    let config = Config::from_env()?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding {}", config.addr))?;
+    command_api::run(config, listener, Shutdown::on_signal()).await
+}

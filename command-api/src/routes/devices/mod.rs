@@ -1,0 +1,3 @@
+//! Device endpoints.
+
+pub mod token;

@@ -1,0 +1,4 @@
+//! Order commands.
+
+pub mod cancel;
+pub mod create;

@@ -1,0 +1,359 @@
+//! Domain events: what happened to orders, payments and devices.
+//!
+//! Each variant has a payload struct (the CloudEvents `data`, raw JSON) and a
+//! versioned type. A breaking change to a payload gets a new `...vN` type and
+//! a new variant; consumers that meet a type they do not know get
+//! [`DecodeError::UnknownType`] and must park the message, never drop it.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::money::Currency;
+
+/// Reverse-DNS prefix of every event type.
+pub const TYPE_PREFIX: &str = "com.smartpos";
+
+/// One order line as the server priced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub tax_category: String,
+    /// Tax rate in basis points (1000 = 10%).
+    pub tax_rate_bp: i32,
+    pub line_total: i64,
+}
+
+/// Tax of one rate on one order: rounded once per rate, per order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaxLine {
+    pub tax_category: String,
+    pub tax_rate_bp: i32,
+    pub taxable: i64,
+    pub tax: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    pub order_id: Uuid,
+    pub currency: Currency,
+    pub lines: Vec<PricedLine>,
+    pub taxes: Vec<TaxLine>,
+    pub subtotal: i64,
+    pub tax: i64,
+    pub total: i64,
+    /// Sales day in the store's time zone and close-of-day, fixed at sale time.
+    pub business_date: NaiveDate,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCanceled {
+    pub order_id: Uuid,
+    pub canceled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCompleted {
+    pub order_id: Uuid,
+    pub total: i64,
+    pub currency: Currency,
+    pub completed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentMethod {
+    Card,
+    Cash,
+    Qr,
+    Emoney,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::Cash => "cash",
+            Self::Qr => "qr",
+            Self::Emoney => "emoney",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    Automatic,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCreated {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub method: PaymentMethod,
+    pub amount: i64,
+    pub tip: i64,
+    pub currency: Currency,
+    pub capture: CaptureMode,
+    pub business_date: NaiveDate,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAuthorized {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub auth_code: Option<String>,
+    pub authorized_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub method: PaymentMethod,
+    pub amount: i64,
+    pub tip: i64,
+    pub currency: Currency,
+    pub captured_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub reason: Option<String>,
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentVoided {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub voided_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub refund_id: Uuid,
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub method: PaymentMethod,
+    pub amount: i64,
+    pub currency: Currency,
+    pub reason: Option<String>,
+    pub refunded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceTokenIssued {
+    pub device_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// Every domain event the system publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEvent {
+    OrderCreated(OrderCreated),
+    OrderCanceled(OrderCanceled),
+    OrderCompleted(OrderCompleted),
+    PaymentCreated(PaymentCreated),
+    PaymentAuthorized(PaymentAuthorized),
+    PaymentCaptured(PaymentCaptured),
+    PaymentFailed(PaymentFailed),
+    PaymentVoided(PaymentVoided),
+    PaymentRefunded(PaymentRefunded),
+    DeviceTokenIssued(DeviceTokenIssued),
+}
+
+/// The type of an event without its payload: names its CloudEvents type and subject tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    OrderCreated,
+    OrderCanceled,
+    OrderCompleted,
+    PaymentCreated,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentVoided,
+    PaymentRefunded,
+    DeviceTokenIssued,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        Self::OrderCreated,
+        Self::OrderCanceled,
+        Self::OrderCompleted,
+        Self::PaymentCreated,
+        Self::PaymentAuthorized,
+        Self::PaymentCaptured,
+        Self::PaymentFailed,
+        Self::PaymentVoided,
+        Self::PaymentRefunded,
+        Self::DeviceTokenIssued,
+    ];
+
+    /// `(entity, what happened, version)`: the parts of type and subject.
+    fn parts(self) -> (&'static str, &'static str, u32) {
+        match self {
+            Self::OrderCreated => ("order", "created", 1),
+            Self::OrderCanceled => ("order", "canceled", 1),
+            Self::OrderCompleted => ("order", "completed", 1),
+            Self::PaymentCreated => ("payment", "created", 1),
+            Self::PaymentAuthorized => ("payment", "authorized", 1),
+            Self::PaymentCaptured => ("payment", "captured", 1),
+            Self::PaymentFailed => ("payment", "failed", 1),
+            Self::PaymentVoided => ("payment", "voided", 1),
+            Self::PaymentRefunded => ("payment", "refunded", 1),
+            Self::DeviceTokenIssued => ("device", "token_issued", 1),
+        }
+    }
+
+    /// The CloudEvents `type`, e.g. `com.smartpos.payment.captured.v1`.
+    pub fn ce_type(self) -> String {
+        let (entity, what, version) = self.parts();
+        format!("{TYPE_PREFIX}.{entity}.{what}.v{version}")
+    }
+
+    pub fn entity(self) -> &'static str {
+        self.parts().0
+    }
+
+    pub fn action(self) -> &'static str {
+        self.parts().1
+    }
+
+    pub fn from_ce_type(ty: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.ce_type() == ty)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("payload of `{ty}` does not match its schema: {source}")]
+    BadPayload {
+        ty: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl DomainEvent {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::OrderCreated(_) => EventKind::OrderCreated,
+            Self::OrderCanceled(_) => EventKind::OrderCanceled,
+            Self::OrderCompleted(_) => EventKind::OrderCompleted,
+            Self::PaymentCreated(_) => EventKind::PaymentCreated,
+            Self::PaymentAuthorized(_) => EventKind::PaymentAuthorized,
+            Self::PaymentCaptured(_) => EventKind::PaymentCaptured,
+            Self::PaymentFailed(_) => EventKind::PaymentFailed,
+            Self::PaymentVoided(_) => EventKind::PaymentVoided,
+            Self::PaymentRefunded(_) => EventKind::PaymentRefunded,
+            Self::DeviceTokenIssued(_) => EventKind::DeviceTokenIssued,
+        }
+    }
+
+    /// The CloudEvents `data`: the payload as raw JSON.
+    pub fn to_data(&self) -> Vec<u8> {
+        let value = match self {
+            Self::OrderCreated(e) => serde_json::to_vec(e),
+            Self::OrderCanceled(e) => serde_json::to_vec(e),
+            Self::OrderCompleted(e) => serde_json::to_vec(e),
+            Self::PaymentCreated(e) => serde_json::to_vec(e),
+            Self::PaymentAuthorized(e) => serde_json::to_vec(e),
+            Self::PaymentCaptured(e) => serde_json::to_vec(e),
+            Self::PaymentFailed(e) => serde_json::to_vec(e),
+            Self::PaymentVoided(e) => serde_json::to_vec(e),
+            Self::PaymentRefunded(e) => serde_json::to_vec(e),
+            Self::DeviceTokenIssued(e) => serde_json::to_vec(e),
+        };
+        // Plain structs of strings, integers, dates and UUIDs always serialize.
+        value.unwrap_or_default()
+    }
+
+    /// Decodes a payload by its CloudEvents type; unknown types are an error to park on.
+    pub fn from_data(ty: &str, data: &[u8]) -> Result<Self, DecodeError> {
+        let kind = EventKind::from_ce_type(ty).ok_or_else(|| DecodeError::UnknownType(ty.into()))?;
+        let bad = |source| DecodeError::BadPayload { ty: ty.into(), source };
+        Ok(match kind {
+            EventKind::OrderCreated => Self::OrderCreated(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::OrderCanceled => Self::OrderCanceled(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::OrderCompleted => Self::OrderCompleted(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::PaymentCreated => Self::PaymentCreated(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::PaymentAuthorized => {
+                Self::PaymentAuthorized(serde_json::from_slice(data).map_err(bad)?)
+            }
+            EventKind::PaymentCaptured => Self::PaymentCaptured(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::PaymentFailed => Self::PaymentFailed(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::PaymentVoided => Self::PaymentVoided(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::PaymentRefunded => Self::PaymentRefunded(serde_json::from_slice(data).map_err(bad)?),
+            EventKind::DeviceTokenIssued => {
+                Self::DeviceTokenIssued(serde_json::from_slice(data).map_err(bad)?)
+            }
+        })
+    }
+
+    /// The id the CloudEvents `subject` names: the order for order and payment
+    /// events (the order is the aggregate and orders its payments), the device
+    /// for device events.
+    pub fn aggregate_id(&self) -> Uuid {
+        match self {
+            Self::OrderCreated(e) => e.order_id,
+            Self::OrderCanceled(e) => e.order_id,
+            Self::OrderCompleted(e) => e.order_id,
+            Self::PaymentCreated(e) => e.order_id,
+            Self::PaymentAuthorized(e) => e.order_id,
+            Self::PaymentCaptured(e) => e.order_id,
+            Self::PaymentFailed(e) => e.order_id,
+            Self::PaymentVoided(e) => e.order_id,
+            Self::PaymentRefunded(e) => e.order_id,
+            Self::DeviceTokenIssued(e) => e.device_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_distinct_versioned_type_that_parses_back() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in EventKind::ALL {
+            let ty = kind.ce_type();
+            assert!(ty.starts_with("com.smartpos.") && ty.ends_with(".v1"), "{ty}");
+            assert!(seen.insert(ty.clone()), "duplicate type {ty}");
+            assert_eq!(EventKind::from_ce_type(&ty), Some(kind));
+        }
+    }
+
+    #[test]
+    fn unknown_type_or_version_is_reported_not_guessed() {
+        let err = DomainEvent::from_data("com.smartpos.order.created.v9", b"{}");
+        assert!(matches!(err, Err(DecodeError::UnknownType(t)) if t.ends_with(".v9")));
+    }
+
+    #[test]
+    fn payload_round_trips_through_raw_json() {
+        let event = DomainEvent::PaymentVoided(PaymentVoided {
+            payment_id: Uuid::nil(),
+            order_id: Uuid::max(),
+            voided_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+        });
+        let data = event.to_data();
+        let back = DomainEvent::from_data(&event.kind().ce_type(), &data).expect("decodes");
+        assert_eq!(back, event);
+        assert_eq!(back.aggregate_id(), Uuid::max());
+    }
+}

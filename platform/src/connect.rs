@@ -1,0 +1,50 @@
+//! Connections to PostgreSQL, NATS and Redis, configured for failing fast.
+//!
+//! A request must never queue behind a dead dependency: the pool's acquire
+//! timeout and NATS' request timeout are short, and callers turn their
+//! errors into 503 with `Retry-After`. NATS and Redis connect lazily, so a
+//! process starts (and keeps accepting commands) while they are down.
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::settings;
+
+pub async fn postgres(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(settings::millis("DB_ACQUIRE_TIMEOUT_MS", 2_000)?)
+        .connect_lazy_with(options);
+    Ok(pool)
+}
+
+pub async fn nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .request_timeout(Some(settings::millis("NATS_REQUEST_TIMEOUT_MS", 5_000)?))
+        .max_reconnects(None)
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))
+}
+
+pub fn redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+        .context("creating the Redis connection manager")
+}

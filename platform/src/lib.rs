@@ -1,0 +1,16 @@
+//! Process plumbing shared by every SmartPOS binary.
+//!
+//! Settings from the environment, telemetry, connections to PostgreSQL, NATS
+//! and Redis, shutdown signalling, and the `/health`, `/ready` and
+//! `/metrics` endpoints every process serves. Plumbing only: no domain logic
+//! lives here.
+
+pub mod connect;
+pub mod health;
+pub mod metrics;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use settings::InfraSettings;
+pub use shutdown::Shutdown;

@@ -1,0 +1,8 @@
+//! The operator CLI's library: everything `posctl` does, callable from tests.
+//!
+//! - [`setup`]: create the database, run migrations, apply `nats-config/`.
+//! - [`seed`]: demo and test merchants, stores, devices and tokens.
+
+pub mod nats_config;
+pub mod seed;
+pub mod setup;

@@ -1,0 +1,60 @@
+//! `posctl setup`: database, migrations and streams, idempotently.
+
+use anyhow::Context;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::nats_config::{self, Vars};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the database named in `url` if it does not exist.
+pub async fn create_database(url: &str) -> anyhow::Result<bool> {
+    let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid URL")?;
+    let name = options.get_database().unwrap_or("smartpos").to_owned();
+    let mut admin = options.clone().database("postgres").connect().await.with_context(|| {
+        format!("connecting to PostgreSQL at {}:{}", options.get_host(), options.get_port())
+    })?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+    }
+    admin.close().await.ok();
+    Ok(!exists)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pg: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pg).await.context("running migrations")
+}
+
+/// The whole set-up: database, migrations, streams.
+pub async fn run(infra: &platform::InfraSettings, nats_dir: &Path, replicas: usize) -> anyhow::Result<()> {
+    if create_database(&infra.database_url).await? {
+        tracing::info!("database created");
+    }
+    let pg = PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    migrate(&pg).await?;
+    pg.close().await;
+    tracing::info!("migrations applied");
+    let nats = async_nats::connect(&infra.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", infra.nats_url))?;
+    let js = async_nats::jetstream::new(nats);
+    let vars = Vars {
+        subject_prefix: infra.subject_prefix.clone(),
+        stream_prefix: infra.stream_prefix.clone(),
+        replicas,
+    };
+    nats_config::apply(&js, nats_dir, &vars).await?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL, NATS (with JetStream) and Redis are installed and
+# running on their default local ports, and that the `smartpos` database role
+# exists. Installs missing Debian packages; starts stopped servers; changes
+# nothing that is already in place. Safe to run any number of times.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # port name
+  for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.1; done
+  log "$2 did not start listening on port $1"; return 1
+}
+
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
+
+# 1. Install what is missing (Debian packages only).
+missing=()
+command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. PostgreSQL on 127.0.0.1:5432.
+if ! listening 5432; then
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  if [ -z "$version" ]; then log "no PostgreSQL cluster found under /etc/postgresql"; exit 1; fi
+  log "starting PostgreSQL $version"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  wait_for 5432 PostgreSQL
+fi
+if ! as_postgres psql -qtAc "SELECT 1 FROM pg_roles WHERE rolname = 'smartpos'" | grep -q 1; then
+  log "creating the smartpos role"
+  as_postgres psql -qc "CREATE ROLE smartpos LOGIN CREATEDB PASSWORD 'smartpos'"
+fi
+
+# 3. NATS with JetStream on 127.0.0.1:4222.
+if ! listening 4222; then
+  log "starting nats-server with JetStream"
+  $SUDO mkdir -p /var/lib/nats-server
+  $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_for 4222 NATS
+fi
+
+# 4. Redis on 127.0.0.1:6379 (no persistence: it only fronts PostgreSQL).
+if ! listening 6379; then
+  log "starting redis-server"
+  $SUDO mkdir -p /var/lib/redis /var/log/redis
+  $SUDO redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for 6379 Redis
+fi
+log "PostgreSQL, NATS and Redis are up"

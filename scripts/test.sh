@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against real PostgreSQL, NATS and Redis.
+# Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/services.sh
+# Databases left behind by interrupted test runs.
+runuser_psql() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql "$@"; else sudo -u postgres psql "$@"; fi; }
+for db in $(runuser_psql -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'smartpos_t_%'" 2>/dev/null); do
+  runuser_psql -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+done
+# The end-to-end tests start the real binaries, so build them first.
+cargo build --workspace --bins
+cargo test --workspace "$@"
