@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(order.status, OrderStatus::Open);
         assert_eq!(kinds(&approve(&mut order, card)), ["authorized", "captured", "completed"]);
         assert_eq!(order.status, OrderStatus::Completed);
-        assert_eq!(order.version, 7);
+        assert_eq!(order.version, 8);
     }
 
     #[test]

@@ -237,10 +237,15 @@ mod tests {
     }
 
     #[test]
-    fn overflowing_totals_are_refused_not_wrapped() {
+    fn the_largest_allowed_order_is_priced_exactly_within_i64() {
         let lines: Vec<LineInput> =
-            (0..200).map(|i| line(&i.to_string(), MAX_QUANTITY, MAX_UNIT_PRICE, "standard")).collect();
-        let errors = price(&lines, &table(Rounding::Down)).expect_err("too large");
-        assert_eq!(errors[0].detail, "order total is too large");
+            (0..MAX_LINES).map(|i| line(&i.to_string(), MAX_QUANTITY, MAX_UNIT_PRICE, "standard")).collect();
+        let priced = price(&lines, &table(Rounding::Down)).expect("the limits keep totals in range");
+        assert_eq!(priced.subtotal, 1_999_800_000_000_000_000);
+        assert_eq!(priced.tax, 199_980_000_000_000_000);
+        assert_eq!(priced.total, 2_199_780_000_000_000_000);
+        let one_more = line("x", 1, MAX_UNIT_PRICE + 1, "standard");
+        let errors = price(&[one_more], &table(Rounding::Down)).expect_err("over the price limit");
+        assert_eq!(errors[0].pointer, "/lines/0/unit_price");
     }
 }

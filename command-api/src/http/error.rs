@@ -132,10 +132,20 @@ impl ApiError {
             .unwrap_or_else(|_| Uri::from_static("about:blank"));
         let problem = ProblemDetails::from_status_code(status)
             .with_type(uri)
+            .with_title(title_of(slug))
             .with_detail(detail)
             .with_extensions(Extensions { errors });
         serde_json::to_vec(&problem).unwrap_or_default()
     }
+}
+
+/// A short, human title per problem type: `amount-exceeds-balance` → `Amount exceeds balance`.
+fn title_of(slug: &str) -> String {
+    let mut title = slug.replace('-', " ");
+    if let Some(first) = title.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    title
 }
 
 fn classify_rule(rule: &DomainError) -> (StatusCode, &'static str) {
