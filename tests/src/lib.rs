@@ -1,1 +1,36 @@
+//! The end-to-end test harness: real PostgreSQL, NATS and Redis, real processes.
+//!
+//! Each test builds a [`TestEnv`]: its own database (created, migrated, and
+//! dropped by [`TestEnv::cleanup`]), its own subject and stream prefixes on
+//! the shared NATS server, and its own merchants. Tests therefore run in
+//! parallel without seeing each other. A test that stops or kills a server
+//! starts its own ([`nats_server::NatsServer`]) and never touches the shared
+//! ones.
 
+pub mod app;
+pub mod env;
+pub mod nats_server;
+pub mod process;
+pub mod stream;
+
+pub use app::{Reply, TestApp};
+pub use env::{Merchant, TestEnv};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some` or `deadline` passes.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

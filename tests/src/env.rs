@@ -1,0 +1,137 @@
+//! One test's slice of the shared infrastructure.
+
+use command_api::auth::JwtKeys;
+use posctl::nats_config::Vars;
+use posctl::seed::{self, MerchantSpec};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const JWT_KEYS: &str = "test-1:smartpos-test-signing-key-0123456789abcdef";
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+pub struct TestEnv {
+    pub database_url: String,
+    pub database_name: String,
+    pub pg: PgPool,
+    /// The shared NATS server's URL (tests with their own server override it per app).
+    pub nats_url: String,
+    pub redis_url: String,
+    pub subject_prefix: String,
+    pub stream_prefix: String,
+    pub keys: JwtKeys,
+}
+
+/// A merchant with one store and its devices' credentials.
+#[derive(Debug, Clone)]
+pub struct Merchant {
+    pub merchant_id: Uuid,
+    pub store_id: Uuid,
+    pub devices: Vec<(Uuid, String)>,
+}
+
+impl TestEnv {
+    /// A fresh database (migrated) and stream namespace on the shared servers.
+    pub async fn new() -> Self {
+        let env = Self::without_streams().await;
+        env.apply_streams(&env.nats_url).await;
+        env
+    }
+
+    /// A fresh database, but no streams yet (for tests that run their own NATS).
+    pub async fn without_streams() -> Self {
+        let base = var("DATABASE_URL", platform::settings::DEFAULT_DATABASE_URL);
+        let tag = Uuid::new_v4().simple().to_string();
+        let database_name = format!("smartpos_t_{}", &tag[..16]);
+        let (root, _) = base.rsplit_once('/').expect("DATABASE_URL has a database path");
+        let database_url = format!("{root}/{database_name}");
+        posctl::setup::create_database(&database_url).await.expect("create test database");
+        let pg = PgPool::connect(&database_url).await.expect("connect to test database");
+        posctl::setup::migrate(&pg).await.expect("migrate test database");
+        Self {
+            database_url,
+            database_name,
+            pg,
+            nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
+            subject_prefix: format!("t{}", &tag[16..24]),
+            stream_prefix: format!("T{}", tag[16..24].to_uppercase()),
+            keys: JwtKeys::parse(JWT_KEYS, None).expect("test keys"),
+        }
+    }
+
+    /// Applies `nats-config/` with this test's prefixes to the server at `url`.
+    pub async fn apply_streams(&self, url: &str) {
+        let nats = async_nats::connect(url).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(nats);
+        let vars = Vars {
+            subject_prefix: self.subject_prefix.clone(),
+            stream_prefix: self.stream_prefix.clone(),
+            replicas: 1,
+        };
+        posctl::nats_config::apply(&js, &posctl::nats_config::default_dir(), &vars)
+            .await
+            .expect("apply nats-config");
+    }
+
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.stream_prefix)
+    }
+
+    pub fn infra(&self, nats_url: &str) -> platform::InfraSettings {
+        platform::InfraSettings {
+            database_url: self.database_url.clone(),
+            nats_url: nats_url.to_owned(),
+            redis_url: self.redis_url.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            stream_prefix: self.stream_prefix.clone(),
+            db_max_connections: 8,
+        }
+    }
+
+    /// A merchant like the demo one (Tokyo, JPY, 10%/8%, rounding down) with `devices` terminals.
+    pub async fn merchant(&self, devices: usize) -> Merchant {
+        self.merchant_with(MerchantSpec::tokyo(Uuid::now_v7(), Uuid::now_v7()), devices).await
+    }
+
+    pub async fn merchant_with(&self, spec: MerchantSpec, devices: usize) -> Merchant {
+        seed::upsert_merchant(&self.pg, &spec).await.expect("merchant");
+        let mut creds = Vec::new();
+        for _ in 0..devices {
+            let id = Uuid::now_v7();
+            let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+            seed::upsert_device(&self.pg, &spec, id, &secret).await.expect("device");
+            creds.push((id, secret));
+        }
+        Merchant { merchant_id: spec.merchant_id, store_id: spec.store_id, devices: creds }
+    }
+
+    /// Drops the database and this test's streams.
+    pub async fn cleanup(self) {
+        self.pg.close().await;
+        if let Ok(nats) = async_nats::connect(&self.nats_url).await {
+            let js = async_nats::jetstream::new(nats);
+            let vars = Vars {
+                subject_prefix: self.subject_prefix.clone(),
+                stream_prefix: self.stream_prefix.clone(),
+                replicas: 1,
+            };
+            if let Ok(streams) = posctl::nats_config::load_streams(&posctl::nats_config::default_dir(), &vars)
+            {
+                for s in streams {
+                    let _ = js.delete_stream(&s.name).await;
+                }
+            }
+        }
+        let base = var("DATABASE_URL", platform::settings::DEFAULT_DATABASE_URL);
+        let (root, _) = base.rsplit_once('/').expect("DATABASE_URL has a database path");
+        if let Ok(admin) = PgPool::connect(&format!("{root}/postgres")).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database_name))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+}
