@@ -38,8 +38,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Setup { nats_config, replicas } => {
             let dir = nats_config.unwrap_or_else(posctl::nats_config::default_dir);
-            posctl::setup::run(&infra, &dir, replicas).await?;
-            eprintln!("set-up complete: database, migrations and streams are in place");
+            for line in posctl::setup::run(&infra, &dir, replicas).await? {
+                eprintln!("{line}");
+            }
+            eprintln!("set-up complete");
         }
         Cmd::SeedDemo { json: _ } => {
             let keys = JwtKeys::from_env()?;

@@ -37,15 +37,21 @@ pub async fn migrate(pg: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pg).await.context("running migrations")
 }
 
-/// The whole set-up: database, migrations, streams.
-pub async fn run(infra: &platform::InfraSettings, nats_dir: &Path, replicas: usize) -> anyhow::Result<()> {
-    if create_database(&infra.database_url).await? {
-        tracing::info!("database created");
-    }
+/// The whole set-up: database, migrations, streams. Returns a line per step.
+pub async fn run(
+    infra: &platform::InfraSettings,
+    nats_dir: &Path,
+    replicas: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut report = Vec::new();
+    let created = create_database(&infra.database_url).await?;
+    report.push(format!("database: {}", if created { "created" } else { "exists" }));
     let pg = PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let before = applied(&pg).await;
     migrate(&pg).await?;
+    let after = applied(&pg).await;
     pg.close().await;
-    tracing::info!("migrations applied");
+    report.push(format!("migrations: {} applied now, {} in total", after - before, after));
     let nats = async_nats::connect(&infra.nats_url)
         .await
         .with_context(|| format!("connecting to NATS at {}", infra.nats_url))?;
@@ -55,6 +61,12 @@ pub async fn run(infra: &platform::InfraSettings, nats_dir: &Path, replicas: usi
         stream_prefix: infra.stream_prefix.clone(),
         replicas,
     };
-    nats_config::apply(&js, nats_dir, &vars).await?;
-    Ok(())
+    for (stream, action) in nats_config::apply(&js, nats_dir, &vars).await? {
+        report.push(format!("stream {stream}: {action}"));
+    }
+    Ok(report)
+}
+
+async fn applied(pg: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(pg).await.unwrap_or(0)
 }
