@@ -180,3 +180,27 @@ async fn health_ready_and_metrics_are_served() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_command_api_cleanly() {
+    let env = TestEnv::new().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut vars = posctl_env(&env, &env.database_url);
+    vars.push(("COMMAND_API_ADDR", addr.clone()));
+    let mut server = process::spawn("command-api", &vars);
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(20), "command-api to serve /health", || async {
+        client.get(format!("http://{addr}/health")).send().await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    let pid = server.id().expect("running");
+    let sent =
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
+        .await
+        .expect("exits in time")
+        .expect("status");
+    assert!(status.success(), "exit status {status:?}");
+    env.cleanup().await;
+}

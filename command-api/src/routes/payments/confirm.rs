@@ -1,15 +1,12 @@
 //! `POST /v1/payments/{id}/confirm`: the terminal reports the authorization result.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::PaymentStateBody;
 use crate::app::AppState;
-use crate::commands::{Success, change_order, order_of_payment, run_idempotent};
 use crate::domain::Command;
 use crate::http::ApiError;
 use crate::http::error::Problem;
@@ -63,14 +60,5 @@ pub async fn confirm_payment(
             Command::Decline { payment_id, reason }
         }
     };
-    let prefix = state.subject_prefix.clone();
-    let scope = caller.store_scope();
-    run_idempotent(&state, &caller, key, fingerprint, move |conn| {
-        Box::pin(async move {
-            let order_id = order_of_payment(conn, scope, payment_id).await?;
-            let order = change_order(conn, &prefix, scope, order_id, command, Utc::now()).await?;
-            Success::json(StatusCode::OK, &PaymentStateBody::of(&order, payment_id))
-        })
-    })
-    .await
+    super::transition(&state, &caller, key, fingerprint, payment_id, command).await
 }

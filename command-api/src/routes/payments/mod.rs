@@ -6,11 +6,18 @@ pub mod create;
 pub mod refund;
 pub mod void;
 
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderStatus};
+use crate::app::AppState;
+use crate::commands::{Success, change_order, order_of_payment, run_idempotent};
+use crate::domain::{Command, Order, OrderStatus};
+use crate::http::ApiError;
+use crate::http::extract::{DeviceCaller, IdempotencyKey};
 
 /// A payment's state after a transition, with its order's.
 #[derive(Debug, Serialize, ToSchema)]
@@ -36,4 +43,26 @@ impl PaymentStateBody {
             version: order.version,
         }
     }
+}
+
+/// Applies `command` to the order that owns `payment_id` and answers with the
+/// payment's new state: the shared body of confirm, capture and void.
+pub async fn transition(
+    state: &AppState,
+    caller: &DeviceCaller,
+    key: IdempotencyKey,
+    fingerprint: [u8; 32],
+    payment_id: Uuid,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let prefix = state.subject_prefix.clone();
+    let scope = caller.store_scope();
+    run_idempotent(state, caller, key, fingerprint, move |conn| {
+        Box::pin(async move {
+            let order_id = order_of_payment(conn, scope, payment_id).await?;
+            let order = change_order(conn, &prefix, scope, order_id, command, Utc::now()).await?;
+            Success::json(StatusCode::OK, &PaymentStateBody::of(&order, payment_id))
+        })
+    })
+    .await
 }

@@ -1,15 +1,12 @@
 //! `POST /v1/payments/{id}/void`: void a pending or authorized payment.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::PaymentStateBody;
 use crate::app::AppState;
-use crate::commands::{Success, change_order, order_of_payment, run_idempotent};
 use crate::domain::Command;
 use crate::http::ApiError;
 use crate::http::error::Problem;
@@ -39,15 +36,5 @@ pub async fn void_payment(
     body: ApiJson<VoidPayment>,
 ) -> Result<Response, ApiError> {
     let payment_id = path_id(&id, "payment")?;
-    let prefix = state.subject_prefix.clone();
-    let scope = caller.store_scope();
-    run_idempotent(&state, &caller, key, body.fingerprint, move |conn| {
-        Box::pin(async move {
-            let order_id = order_of_payment(conn, scope, payment_id).await?;
-            let command = Command::Void { payment_id };
-            let order = change_order(conn, &prefix, scope, order_id, command, Utc::now()).await?;
-            Success::json(StatusCode::OK, &PaymentStateBody::of(&order, payment_id))
-        })
-    })
-    .await
+    super::transition(&state, &caller, key, body.fingerprint, payment_id, Command::Void { payment_id }).await
 }
