@@ -11,5 +11,7 @@ echo "[up] demo credentials: target/release/posctl seed-demo --json" >&2
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 target/release/command-api & pids+=($!)
+target/release/projectors & pids+=($!)
+target/release/query-api & pids+=($!)
 # Stop everything when any process exits.
 wait -n

@@ -1,11 +1,10 @@
 //! Building and running the command API: state, routes, middleware, background tasks.
 
-use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::{Json, Router, extract::DefaultBodyLimit};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -47,39 +46,14 @@ pub fn router(state: AppState, deps: Dependencies, body_limit: usize) -> Router 
     let spec = std::sync::Arc::new(spec);
     api.route("/openapi.json", axum::routing::get(move || async move { Json((*spec).clone()) }))
         .fallback(|| async { ApiError::BadPath("no such route".into()) })
-        .method_not_allowed_fallback(|| async { method_not_allowed() })
+        .method_not_allowed_fallback(|| async { platform::problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(platform::http_metrics::record))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .merge(health::router(deps))
-}
-
-fn method_not_allowed() -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank", "title": "Method Not Allowed", "status": 405,
-        "detail": "this route does not accept that method",
-    });
-    crate::http::error::problem_response(StatusCode::METHOD_NOT_ALLOWED, body.to_string().into_bytes())
-}
-
-/// `http_requests_total` and `http_request_duration_seconds`, by route template.
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("endpoint", endpoint), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..2])
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Connects, starts the relay and janitor, and serves until `shutdown`.

@@ -17,12 +17,14 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::{Command, Order};
+use crate::domain::business_date::business_date;
+use crate::domain::{At, Command, Order};
 use crate::http::ApiError;
 use crate::http::extract::{DeviceCaller, IdempotencyKey};
 use crate::http::idempotency::{self, Claim, Recorded};
 use crate::store::orders::{self, Scope};
 use crate::store::outbox;
+use crate::store::stores::{self, StoreContext};
 
 /// What a command answers on success.
 pub struct Success {
@@ -87,10 +89,11 @@ pub async fn change_order(
     scope: Scope,
     order_id: Uuid,
     command: Command,
-    now: DateTime<Utc>,
+    at: At,
 ) -> Result<Order, ApiError> {
+    let now = at.now;
     let order = orders::load(conn, scope, order_id).await?.ok_or(ApiError::NotFound("order"))?;
-    let events = order.decide(&command, now)?;
+    let events = order.decide(&command, at)?;
     let before = order.version;
     let mut after = order;
     for event in &events {
@@ -108,6 +111,18 @@ pub async fn order_of_payment(
     payment_id: Uuid,
 ) -> Result<Uuid, ApiError> {
     orders::order_of_payment(conn, scope, payment_id).await?.ok_or(ApiError::NotFound("payment"))
+}
+
+/// The caller's store settings; a token whose store is gone acts nowhere.
+pub async fn caller_store(state: &AppState, caller: &DeviceCaller) -> Result<StoreContext, ApiError> {
+    stores::load(&state.pg, caller.merchant_id, caller.store_id).await?.ok_or(ApiError::Forbidden)
+}
+
+impl StoreContext {
+    /// This instant in the store's sales day.
+    pub fn at(&self, now: DateTime<Utc>) -> At {
+        At { now, business_date: business_date(now, self.time_zone, self.close_of_day) }
+    }
 }
 
 impl DeviceCaller {

@@ -7,7 +7,8 @@
 //! id, so nothing accepted is lost and nothing is published twice.
 
 pub mod app;
-pub mod auth;
+/// Tokens live in `platform`, shared with the query API.
+pub use platform::auth;
 pub mod commands;
 pub mod config;
 pub mod domain;

@@ -120,6 +120,8 @@ pub struct PaymentCaptured {
     pub amount: i64,
     pub tip: i64,
     pub currency: Currency,
+    /// Sales day the capture counts toward.
+    pub business_date: NaiveDate,
     pub captured_at: DateTime<Utc>,
 }
 
@@ -135,6 +137,7 @@ pub struct PaymentFailed {
 pub struct PaymentVoided {
     pub payment_id: Uuid,
     pub order_id: Uuid,
+    pub business_date: NaiveDate,
     pub voided_at: DateTime<Utc>,
 }
 
@@ -147,6 +150,8 @@ pub struct PaymentRefunded {
     pub amount: i64,
     pub currency: Currency,
     pub reason: Option<String>,
+    /// Sales day the refund is booked on: the day it happens, never the sale's day.
+    pub business_date: NaiveDate,
     pub refunded_at: DateTime<Utc>,
 }
 
@@ -346,10 +351,12 @@ mod tests {
 
     #[test]
     fn payload_round_trips_through_raw_json() {
+        let voided_at = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
         let event = DomainEvent::PaymentVoided(PaymentVoided {
             payment_id: Uuid::nil(),
             order_id: Uuid::max(),
-            voided_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            business_date: voided_at.date_naive(),
+            voided_at,
         });
         let data = event.to_data();
         let back = DomainEvent::from_data(&event.kind().ce_type(), &data).expect("decodes");

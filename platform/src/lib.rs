@@ -5,9 +5,12 @@
 //! `/metrics` endpoints every process serves. Plumbing only: no domain logic
 //! lives here.
 
+pub mod auth;
 pub mod connect;
 pub mod health;
+pub mod http_metrics;
 pub mod metrics;
+pub mod problem;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -2,7 +2,9 @@
 //!
 //! - [`setup`]: create the database, run migrations, apply `nats-config/`.
 //! - [`seed`]: demo and test merchants, stores, devices and tokens.
+//! - [`status`]: what an on-call operator looks at first.
 
 pub mod nats_config;
 pub mod seed;
 pub mod setup;
+pub mod status;

@@ -22,6 +22,12 @@ enum Cmd {
         #[arg(long, env = "NATS_REPLICAS", default_value_t = 1)]
         replicas: usize,
     },
+    /// Projections (position, events and seconds behind, stalls), outbox backlog and streams.
+    Status {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or refresh the demo merchant, store, devices and tokens.
     SeedDemo {
         /// Print one JSON object (the only output format today).
@@ -42,6 +48,14 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("{line}");
             }
             eprintln!("set-up complete");
+        }
+        Cmd::Status { json } => {
+            let report = posctl::status::collect(&infra).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
         }
         Cmd::SeedDemo { json: _ } => {
             let keys = JwtKeys::from_env()?;

@@ -1,7 +1,7 @@
 //! Applying `nats-config/` to a JetStream server, idempotently.
 
 use anyhow::{Context, anyhow};
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, consumer::pull, stream};
 use std::path::{Path, PathBuf};
 
 /// What fills the placeholders of the config files.
@@ -25,11 +25,21 @@ pub fn default_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../nats-config"))
 }
 
-/// Reads every `streams/*.json`, placeholders filled, in file-name order.
-pub fn load_streams(dir: &Path, vars: &Vars) -> anyhow::Result<Vec<stream::Config>> {
-    let streams_dir = dir.join("streams");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&streams_dir)
-        .with_context(|| format!("reading {}", streams_dir.display()))?
+/// A durable consumer definition: the stream it reads and its config.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConsumerFile {
+    pub stream: String,
+    pub config: pull::Config,
+}
+
+/// Reads every `<kind>/*.json` of `dir`, placeholders filled, in file-name order.
+fn load<T: serde::de::DeserializeOwned>(dir: &Path, kind: &str, vars: &Vars) -> anyhow::Result<Vec<T>> {
+    let sub = dir.join(kind);
+    if !sub.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&sub)
+        .with_context(|| format!("reading {}", sub.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
@@ -46,6 +56,16 @@ pub fn load_streams(dir: &Path, vars: &Vars) -> anyhow::Result<Vec<stream::Confi
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
         })
         .collect()
+}
+
+/// Every `streams/*.json`.
+pub fn load_streams(dir: &Path, vars: &Vars) -> anyhow::Result<Vec<stream::Config>> {
+    load(dir, "streams", vars)
+}
+
+/// Every `consumers/*.json`.
+pub fn load_consumers(dir: &Path, vars: &Vars) -> anyhow::Result<Vec<ConsumerFile>> {
+    load(dir, "consumers", vars)
 }
 
 /// Creates missing streams and updates changed ones; returns what it did per stream.
@@ -75,7 +95,44 @@ pub async fn apply(
         tracing::info!(stream = %name, action, "stream applied");
         report.push((name, action));
     }
+    for file in load_consumers(dir, vars)? {
+        let name = file.config.durable_name.clone().unwrap_or_default();
+        let stream = js
+            .get_stream(&file.stream)
+            .await
+            .map_err(|e| anyhow!("stream {} of consumer {name}: {e}", file.stream))?;
+        let existing =
+            stream.get_consumer::<pull::Config>(&name).await.ok().map(|c| c.cached_info().config.clone());
+        let action = match existing {
+            Some(current) if same_consumer(&current, &file.config) => "unchanged",
+            Some(_) => {
+                stream
+                    .update_consumer(file.config)
+                    .await
+                    .map_err(|e| anyhow!("updating consumer {name}: {e}"))?;
+                "updated"
+            }
+            None => {
+                stream
+                    .create_consumer(file.config)
+                    .await
+                    .map_err(|e| anyhow!("creating consumer {name}: {e}"))?;
+                "created"
+            }
+        };
+        report.push((format!("{}/{name}", file.stream), action));
+    }
     Ok(report)
+}
+
+fn same_consumer(server: &async_nats::jetstream::consumer::Config, file: &pull::Config) -> bool {
+    server.description == file.description
+        && server.ack_wait == file.ack_wait
+        && server.max_deliver == file.max_deliver
+        && server.filter_subject == file.filter_subject
+        && server.max_ack_pending == file.max_ack_pending
+        && server.ack_policy == file.ack_policy
+        && server.deliver_policy == file.deliver_policy
 }
 
 /// Compares the fields our files set (the server fills in others).

@@ -62,7 +62,7 @@ pub async fn run(
         replicas,
     };
     for (stream, action) in nats_config::apply(&js, nats_dir, &vars).await? {
-        report.push(format!("stream {stream}: {action}"));
+        report.push(format!("{stream}: {action}"));
     }
     Ok(report)
 }

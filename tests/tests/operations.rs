@@ -42,12 +42,13 @@ async fn setup_creates_everything_once_and_then_changes_nothing() {
     let (ok, _, first) = posctl(&vars, &["setup"]).await;
     assert!(ok, "{first}");
     assert!(first.contains("database: created"), "{first}");
-    assert!(first.contains(&format!("stream {}_EVENTS: created", env.stream_prefix)), "{first}");
-    assert!(first.contains(&format!("stream {}_WORK_RECEIPTS: created", env.stream_prefix)), "{first}");
+    assert!(first.contains(&format!("{}_EVENTS: created", env.stream_prefix)), "{first}");
+    assert!(first.contains(&format!("{}_WORK_RECEIPTS: created", env.stream_prefix)), "{first}");
     let (ok, _, second) = posctl(&vars, &["setup"]).await;
     assert!(ok, "{second}");
     assert!(second.contains("database: exists") && second.contains("migrations: 0 applied now"), "{second}");
-    assert_eq!(second.matches(": unchanged").count(), 6, "{second}");
+    assert_eq!(second.matches(": unchanged").count(), 9, "{second}");
+    assert!(first.contains(&format!("{0}_EVENTS/{0}_PROJ_BILLS: created", env.stream_prefix)), "{first}");
 
     // A changed definition updates the stream in place.
     let dir = std::env::temp_dir().join(format!("nats-config-{}", env.stream_prefix));
@@ -60,7 +61,7 @@ async fn setup_creates_everything_once_and_then_changes_nothing() {
     }
     let (ok, _, third) = posctl(&vars, &["setup", "--nats-config", &dir.display().to_string()]).await;
     assert!(ok, "{third}");
-    assert!(third.contains(&format!("stream {}_EVENTS: updated", env.stream_prefix)), "{third}");
+    assert!(third.contains(&format!("{}_EVENTS: updated", env.stream_prefix)), "{third}");
     let js = async_nats::jetstream::new(async_nats::connect(&env.nats_url).await.expect("nats"));
     let mut stream = js.get_stream(env.events_stream()).await.expect("stream");
     assert_eq!(stream.info().await.expect("info").config.max_age, Duration::from_secs(86_400));

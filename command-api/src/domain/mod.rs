@@ -10,5 +10,5 @@ pub mod business_date;
 pub mod order;
 pub mod pricing;
 
-pub use order::{Command, DomainError, Order, OrderStatus, Payment, PaymentStatus};
+pub use order::{At, Command, DomainError, Order, OrderStatus, Payment, PaymentStatus};
 pub use pricing::{FieldError, LineInput, Priced, Rounding, TaxTable};

@@ -116,38 +116,23 @@ pub struct Order {
     pub payments: Vec<Payment>,
 }
 
+/// When a command happens: the instant and the store's business date at that instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub now: DateTime<Utc>,
+    pub business_date: NaiveDate,
+}
+
 /// A change requested of an existing order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Cancel,
-    CreatePayment {
-        payment_id: Uuid,
-        method: PaymentMethod,
-        amount: i64,
-        tip: i64,
-        capture: CaptureMode,
-        business_date: NaiveDate,
-    },
-    Approve {
-        payment_id: Uuid,
-        auth_code: Option<String>,
-    },
-    Decline {
-        payment_id: Uuid,
-        reason: Option<String>,
-    },
-    Capture {
-        payment_id: Uuid,
-    },
-    Void {
-        payment_id: Uuid,
-    },
-    Refund {
-        refund_id: Uuid,
-        payment_id: Uuid,
-        amount: i64,
-        reason: Option<String>,
-    },
+    CreatePayment { payment_id: Uuid, method: PaymentMethod, amount: i64, tip: i64, capture: CaptureMode },
+    Approve { payment_id: Uuid, auth_code: Option<String> },
+    Decline { payment_id: Uuid, reason: Option<String> },
+    Capture { payment_id: Uuid },
+    Void { payment_id: Uuid },
+    Refund { refund_id: Uuid, payment_id: Uuid, amount: i64, reason: Option<String> },
 }
 
 /// Why a command is refused; each variant maps to one problem type.
@@ -220,8 +205,9 @@ impl Order {
     }
 
     /// The events `command` produces against this order, or why it is refused.
-    pub fn decide(&self, command: &Command, now: DateTime<Utc>) -> Result<Vec<DomainEvent>, DomainError> {
+    pub fn decide(&self, command: &Command, at: At) -> Result<Vec<DomainEvent>, DomainError> {
         let order_id = self.id;
+        let (now, business_date) = (at.now, at.business_date);
         match command {
             Command::Cancel => {
                 self.require_open()?;
@@ -236,6 +222,7 @@ impl Order {
                         DomainEvent::PaymentVoided(PaymentVoided {
                             payment_id: p.id,
                             order_id,
+                            business_date,
                             voided_at: now,
                         })
                     })
@@ -243,7 +230,7 @@ impl Order {
                 events.push(DomainEvent::OrderCanceled(OrderCanceled { order_id, canceled_at: now }));
                 Ok(events)
             }
-            Command::CreatePayment { payment_id, method, amount, tip, capture, business_date } => {
+            Command::CreatePayment { payment_id, method, amount, tip, capture } => {
                 self.require_open()?;
                 if *amount <= 0 {
                     return Err(DomainError::AmountNotPositive);
@@ -266,7 +253,7 @@ impl Order {
                     tip: *tip,
                     currency: self.currency,
                     capture: *capture,
-                    business_date: *business_date,
+                    business_date,
                     created_at: now,
                 })])
             }
@@ -279,7 +266,7 @@ impl Order {
                     authorized_at: now,
                 })];
                 if p.capture == CaptureMode::Automatic {
-                    events.extend(self.capture_events(p, now));
+                    events.extend(self.capture_events(p, at));
                 }
                 Ok(events)
             }
@@ -294,7 +281,7 @@ impl Order {
             }
             Command::Capture { payment_id } => {
                 let p = self.payment_in(*payment_id, &[PaymentStatus::Authorized], "captured")?;
-                Ok(self.capture_events(p, now))
+                Ok(self.capture_events(p, at))
             }
             Command::Void { payment_id } => {
                 let allowed = [PaymentStatus::Pending, PaymentStatus::Authorized];
@@ -302,6 +289,7 @@ impl Order {
                 Ok(vec![DomainEvent::PaymentVoided(PaymentVoided {
                     payment_id: p.id,
                     order_id,
+                    business_date,
                     voided_at: now,
                 })])
             }
@@ -322,6 +310,7 @@ impl Order {
                     amount: *amount,
                     currency: self.currency,
                     reason: reason.clone(),
+                    business_date,
                     refunded_at: now,
                 })])
             }
@@ -329,7 +318,8 @@ impl Order {
     }
 
     /// Capturing `p`, and completing the order when that covers its total.
-    fn capture_events(&self, p: &Payment, now: DateTime<Utc>) -> Vec<DomainEvent> {
+    fn capture_events(&self, p: &Payment, at: At) -> Vec<DomainEvent> {
+        let now = at.now;
         let mut events = vec![DomainEvent::PaymentCaptured(PaymentCaptured {
             payment_id: p.id,
             order_id: self.id,
@@ -337,6 +327,7 @@ impl Order {
             amount: p.amount,
             tip: p.tip,
             currency: self.currency,
+            business_date: at.business_date,
             captured_at: now,
         })];
         if self.status == OrderStatus::Open && self.captured_amount() + p.amount == self.total {
@@ -444,7 +435,7 @@ mod tests {
 
     /// When `command` is decided and its events applied.
     fn when(order: &mut Order, command: Command) -> Result<Vec<DomainEvent>, DomainError> {
-        let events = order.decide(&command, now())?;
+        let events = order.decide(&command, At { now: now(), business_date: now().date_naive() })?;
         for e in &events {
             order.apply(e);
         }
@@ -455,14 +446,7 @@ mod tests {
         let payment_id = Uuid::new_v4();
         when(
             order,
-            Command::CreatePayment {
-                payment_id,
-                method: PaymentMethod::Card,
-                amount,
-                tip: 0,
-                capture,
-                business_date: now().date_naive(),
-            },
+            Command::CreatePayment { payment_id, method: PaymentMethod::Card, amount, tip: 0, capture },
         )
         .expect("payment created");
         payment_id
@@ -500,7 +484,6 @@ mod tests {
                 amount: 900,
                 tip: 100,
                 capture: CaptureMode::Automatic,
-                business_date: now().date_naive(),
             },
         )
         .expect("created");
@@ -520,7 +503,6 @@ mod tests {
                 amount: 301,
                 tip: 0,
                 capture: CaptureMode::Automatic,
-                business_date: now().date_naive(),
             },
         );
         assert_eq!(err, Err(DomainError::AmountExceedsBalance { amount: 301, balance: 300 }));
@@ -583,7 +565,6 @@ mod tests {
                 amount: 1000,
                 tip: 50,
                 capture: CaptureMode::Automatic,
-                business_date: now().date_naive(),
             },
         )
         .expect("created");

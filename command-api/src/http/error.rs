@@ -3,41 +3,11 @@
 //! The status mapping is one exhaustive `match`. Internal causes are logged
 //! here, once, and never sent: a 500 says only that something failed.
 
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use problem_details::ProblemDetails;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::domain::{DomainError, FieldError};
-
-/// One invalid field of a request body.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FieldProblem {
-    /// JSON pointer (RFC 6901) to the field.
-    pub pointer: String,
-    pub detail: String,
-}
-
-#[derive(Serialize)]
-struct Extensions {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<FieldProblem>,
-}
-
-/// The shape of every error body, for the OpenAPI document.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct Problem {
-    /// URI identifying the problem type.
-    #[schema(example = "https://smartpos.example/problems/validation")]
-    r#type: String,
-    title: String,
-    status: u16,
-    detail: String,
-    /// Field errors, for validation problems.
-    errors: Option<Vec<FieldProblem>>,
-}
+pub use platform::problem::{FieldProblem, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -75,15 +45,9 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-impl From<FieldError> for FieldProblem {
-    fn from(e: FieldError) -> Self {
-        Self { pointer: e.pointer, detail: e.detail }
-    }
-}
-
 impl ApiError {
     pub fn validation(errors: Vec<FieldError>) -> Self {
-        Self::Validation(errors.into_iter().map(Into::into).collect())
+        Self::Validation(errors.into_iter().map(|e| FieldProblem::new(e.pointer, e.detail)).collect())
     }
 
     pub fn field(pointer: &str, detail: &str) -> Self {
@@ -127,25 +91,8 @@ impl ApiError {
             Self::Validation(errors) => errors.clone(),
             _ => Vec::new(),
         };
-        let uri: Uri = format!("https://smartpos.example/problems/{slug}")
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("about:blank"));
-        let problem = ProblemDetails::from_status_code(status)
-            .with_type(uri)
-            .with_title(title_of(slug))
-            .with_detail(detail)
-            .with_extensions(Extensions { errors });
-        serde_json::to_vec(&problem).unwrap_or_default()
+        platform::problem::body(status, slug, detail, errors)
     }
-}
-
-/// A short, human title per problem type: `amount-exceeds-balance` → `Amount exceeds balance`.
-fn title_of(slug: &str) -> String {
-    let mut title = slug.replace('-', " ");
-    if let Some(first) = title.get_mut(0..1) {
-        first.make_ascii_uppercase();
-    }
-    title
 }
 
 fn classify_rule(rule: &DomainError) -> (StatusCode, &'static str) {
@@ -168,9 +115,7 @@ fn classify_rule(rule: &DomainError) -> (StatusCode, &'static str) {
 
 /// Renders a stored or fresh problem body with the right headers.
 pub fn problem_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    response
+    platform::problem::response(status, body)
 }
 
 impl IntoResponse for ApiError {
@@ -181,14 +126,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable(dep) => tracing::warn!(dependency = dep, "dependency unavailable"),
             _ => {}
         }
-        let mut response = problem_response(status, self.body());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
+        problem_response(status, self.body())
     }
 }
 

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, change_order, run_idempotent};
+use crate::commands::{Success, caller_store, change_order, run_idempotent};
 use crate::domain::{Command, PaymentStatus};
 use crate::http::ApiError;
 use crate::http::error::Problem;
@@ -49,12 +49,14 @@ pub async fn cancel_order(
     body: ApiJson<CancelOrder>,
 ) -> Result<Response, ApiError> {
     let order_id = path_id(&id, "order")?;
+    let store = caller_store(&state, &caller).await?;
     let prefix = state.subject_prefix.clone();
     let scope = caller.store_scope();
     run_idempotent(&state, &caller, key, body.fingerprint, move |conn| {
         Box::pin(async move {
             let before = crate::store::orders::load(conn, scope, order_id).await?;
-            let order = change_order(conn, &prefix, scope, order_id, Command::Cancel, Utc::now()).await?;
+            let at = store.at(Utc::now());
+            let order = change_order(conn, &prefix, scope, order_id, Command::Cancel, at).await?;
             let was_open: Vec<Uuid> = before
                 .map(|o| {
                     o.payments

@@ -10,13 +10,12 @@ use uuid::Uuid;
 
 use super::super::{PricedLineBody, TaxLineBody};
 use crate::app::AppState;
-use crate::commands::{Success, run_idempotent};
-use crate::domain::business_date::business_date;
+use crate::commands::{Success, caller_store, run_idempotent};
 use crate::domain::{Order, pricing};
 use crate::http::ApiError;
 use crate::http::error::Problem;
 use crate::http::extract::{ApiJson, DeviceCaller, IdempotencyKey};
-use crate::store::{orders, outbox, stores};
+use crate::store::{orders, outbox};
 use events::domain::OrderCreated;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -145,8 +144,7 @@ pub async fn create_order(
     body: ApiJson<CreateOrder>,
 ) -> Result<Response, ApiError> {
     let ApiJson { value: req, fingerprint } = body;
-    let store =
-        stores::load(&state.pg, caller.merchant_id, caller.store_id).await?.ok_or(ApiError::Forbidden)?;
+    let store = caller_store(&state, &caller).await?;
     let mut errors = Vec::new();
     match events::Currency::parse(&req.currency) {
         Ok(c) if c == store.currency => {}
@@ -183,7 +181,8 @@ pub async fn create_order(
     let scope = caller.store_scope();
     run_idempotent(&state, &caller, key, fingerprint, move |conn| {
         Box::pin(async move {
-            let now = Utc::now();
+            let at = store.at(Utc::now());
+            let now = at.now;
             let (order, events) = Order::create(OrderCreated {
                 order_id,
                 currency: store.currency,
@@ -192,7 +191,7 @@ pub async fn create_order(
                 subtotal: priced.subtotal,
                 tax: priced.tax,
                 total: priced.total,
-                business_date: business_date(now, store.time_zone, store.close_of_day),
+                business_date: at.business_date,
                 created_at: now,
             });
             orders::insert(conn, scope, &order, customer.as_ref()).await?;

@@ -10,13 +10,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, change_order, run_idempotent};
+use crate::commands::{Success, caller_store, change_order, run_idempotent};
 use crate::domain::Command;
-use crate::domain::business_date::business_date;
 use crate::http::ApiError;
 use crate::http::error::Problem;
 use crate::http::extract::{ApiJson, DeviceCaller, IdempotencyKey};
-use crate::store::stores;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -78,14 +76,13 @@ pub async fn create_payment(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let store =
-        stores::load(&state.pg, caller.merchant_id, caller.store_id).await?.ok_or(ApiError::Forbidden)?;
+    let store = caller_store(&state, &caller).await?;
     let payment_id = req.payment_id.unwrap_or_else(Uuid::now_v7);
     let prefix = state.subject_prefix.clone();
     let scope = caller.store_scope();
     run_idempotent(&state, &caller, key, fingerprint, move |conn| {
         Box::pin(async move {
-            let now = Utc::now();
+            let at = store.at(Utc::now());
             let capture = req.capture.unwrap_or(CaptureMode::Automatic);
             let command = Command::CreatePayment {
                 payment_id,
@@ -93,9 +90,8 @@ pub async fn create_payment(
                 amount: req.amount,
                 tip: req.tip.unwrap_or(0),
                 capture,
-                business_date: business_date(now, store.time_zone, store.close_of_day),
             };
-            let order = change_order(conn, &prefix, scope, req.order_id, command, now).await?;
+            let order = change_order(conn, &prefix, scope, req.order_id, command, at).await?;
             let p = order.payment(payment_id).ok_or(ApiError::NotFound("payment"))?;
             Success::json(
                 StatusCode::CREATED,

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, change_order, order_of_payment, run_idempotent};
+use crate::commands::{Success, caller_store, change_order, order_of_payment, run_idempotent};
 use crate::domain::{Command, Order, OrderStatus};
 use crate::http::ApiError;
 use crate::http::extract::{DeviceCaller, IdempotencyKey};
@@ -55,12 +55,14 @@ pub async fn transition(
     payment_id: Uuid,
     command: Command,
 ) -> Result<Response, ApiError> {
+    let store = caller_store(state, caller).await?;
     let prefix = state.subject_prefix.clone();
     let scope = caller.store_scope();
     run_idempotent(state, caller, key, fingerprint, move |conn| {
         Box::pin(async move {
             let order_id = order_of_payment(conn, scope, payment_id).await?;
-            let order = change_order(conn, &prefix, scope, order_id, command, Utc::now()).await?;
+            let at = store.at(Utc::now());
+            let order = change_order(conn, &prefix, scope, order_id, command, at).await?;
             Success::json(StatusCode::OK, &PaymentStateBody::of(&order, payment_id))
         })
     })

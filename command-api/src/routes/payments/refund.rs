@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, change_order, order_of_payment, run_idempotent};
+use crate::commands::{Success, caller_store, change_order, order_of_payment, run_idempotent};
 use crate::domain::Command;
 use crate::http::ApiError;
 use crate::http::error::Problem;
@@ -73,13 +73,14 @@ pub async fn refund_payment(
         return Err(ApiError::field("/reason", "must be at most 500 characters"));
     }
     let refund_id = req.refund_id.unwrap_or_else(Uuid::now_v7);
+    let store = caller_store(&state, &caller).await?;
     let prefix = state.subject_prefix.clone();
     let scope = caller.store_scope();
     run_idempotent(&state, &caller, key, fingerprint, move |conn| {
         Box::pin(async move {
             let order_id = order_of_payment(conn, scope, payment_id).await?;
             let command = Command::Refund { refund_id, payment_id, amount: req.amount, reason: req.reason };
-            let order = change_order(conn, &prefix, scope, order_id, command, Utc::now()).await?;
+            let order = change_order(conn, &prefix, scope, order_id, command, store.at(Utc::now())).await?;
             let refunded_total = order.payment(payment_id).map_or(0, |p| p.refunded);
             Success::json(
                 StatusCode::CREATED,

@@ -1,0 +1,79 @@
+//! `posctl status`: projections, outbox and streams at a glance.
+
+use anyhow::Context;
+use serde::Serialize;
+use std::fmt::Write;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub projections: Vec<projectors::app::Lag>,
+    pub outbox_backlog: i64,
+    pub outbox_oldest_seconds: f64,
+    pub streams: Vec<StreamLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamLine {
+    pub name: String,
+    pub messages: u64,
+    pub last_seq: u64,
+    pub consumers: usize,
+}
+
+pub async fn collect(infra: &platform::InfraSettings) -> anyhow::Result<Report> {
+    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let nats = async_nats::connect(&infra.nats_url).await.context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(nats);
+    let events = format!("{}_EVENTS", infra.stream_prefix);
+    let projections = projectors::app::lag(&pg, &js, &events).await?;
+    let (outbox_backlog, oldest): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(&pg)
+    .await?;
+    let mut streams = Vec::new();
+    for suffix in ["EVENTS", "WORK_RECEIPTS", "WORK_SETTLEMENTS", "WORK_REPORTS", "WORK_DEVICE_SYNC", "DLQ"] {
+        let name = format!("{}_{suffix}", infra.stream_prefix);
+        if let Ok(mut s) = js.get_stream(&name).await
+            && let Ok(info) = s.info().await
+        {
+            streams.push(StreamLine {
+                name,
+                messages: info.state.messages,
+                last_seq: info.state.last_sequence,
+                consumers: info.state.consumer_count,
+            });
+        }
+    }
+    pg.close().await;
+    Ok(Report { projections, outbox_backlog, outbox_oldest_seconds: oldest.unwrap_or(0.0), streams })
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<20} {:>12} {:>12} {:>10}  state",
+            "projection", "position", "behind", "seconds"
+        );
+        for p in &self.projections {
+            let state = p.stalled.as_deref().map_or("running".to_owned(), |r| format!("STALLED: {r}"));
+            let _ = writeln!(
+                out,
+                "{:<20} {:>12} {:>12} {:>10.1}  {state}",
+                p.projection, p.checkpoint, p.events, p.seconds
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\noutbox: {} unpublished, oldest {:.1}s",
+            self.outbox_backlog, self.outbox_oldest_seconds
+        );
+        let _ = writeln!(out, "\n{:<28} {:>12} {:>12} {:>9}", "stream", "messages", "last seq", "consumers");
+        for s in &self.streams {
+            let _ = writeln!(out, "{:<28} {:>12} {:>12} {:>9}", s.name, s.messages, s.last_seq, s.consumers);
+        }
+        out
+    }
+}

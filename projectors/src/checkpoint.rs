@@ -1,0 +1,83 @@
+//! Projection checkpoints: the last stream sequence applied, per projection.
+//!
+//! The checkpoint row is locked and advanced in the same transaction as the
+//! read-model writes, so "applied" and "checkpointed" are one fact.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+/// Locks the checkpoint of `name` for this transaction and returns it (0 if new).
+pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("INSERT INTO public.projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT stream_seq FROM public.projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+pub async fn advance(
+    conn: &mut PgConnection,
+    name: &str,
+    seq: i64,
+    last_event_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE public.projection_checkpoints
+            SET stream_seq = $2, last_event_at = COALESCE($3, last_event_at), updated_at = now()
+          WHERE projection = $1",
+    )
+    .bind(name)
+    .bind(seq)
+    .bind(last_event_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that `name` stopped at `seq` for `reason` (shown by `posctl status`).
+pub async fn stall(pg: &PgPool, name: &str, seq: u64, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO public.projection_checkpoints (projection, stalled_seq, stalled_reason) VALUES ($1, $2, $3)
+         ON CONFLICT (projection) DO UPDATE SET stalled_seq = $2, stalled_reason = $3, updated_at = now()",
+    )
+    .bind(name)
+    .bind(seq as i64)
+    .bind(reason)
+    .execute(pg)
+    .await?;
+    Ok(())
+}
+
+/// Clears a recorded stall (a restarted projector tries again).
+pub async fn clear_stall(pg: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE public.projection_checkpoints SET stalled_seq = NULL, stalled_reason = NULL WHERE projection = $1",
+    )
+    .bind(name)
+    .execute(pg)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Checkpoint {
+    pub projection: String,
+    pub stream_seq: i64,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub stalled_seq: Option<i64>,
+    pub stalled_reason: Option<String>,
+}
+
+pub async fn all(pg: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT projection, stream_seq, last_event_at, stalled_seq, stalled_reason
+           FROM public.projection_checkpoints ORDER BY projection",
+    )
+    .fetch_all(pg)
+    .await
+}

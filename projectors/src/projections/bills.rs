@@ -1,0 +1,185 @@
+//! Bills: an order with its lines, tenders, refunds, totals and status.
+//!
+//! Every change of an order after its creation first advances the bill's
+//! `version` from `sequence - 1` to `sequence`: an event already applied
+//! (version ≥ sequence) is skipped, and a hole (version < sequence - 1)
+//! stops the projection. The increments below (paid, tips, refunded) are
+//! therefore applied exactly once per event.
+
+use events::DomainEvent;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::ApplyError;
+use crate::event::Event;
+
+pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError> {
+    let env = &e.envelope;
+    match &e.event {
+        DomainEvent::OrderCreated(c) => {
+            sqlx::query(
+                "INSERT INTO bills (order_id, merchant_id, store_id, device_id, currency, status, lines, taxes,
+                                    subtotal, tax, total, business_date, created_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $12, $13)
+                 ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(c.order_id)
+            .bind(env.merchant_id)
+            .bind(env.store_id.unwrap_or_default())
+            .bind(env.device_id)
+            .bind(c.currency.code())
+            .bind(Json(&c.lines))
+            .bind(Json(&c.taxes))
+            .bind(c.subtotal)
+            .bind(c.tax)
+            .bind(c.total)
+            .bind(c.business_date)
+            .bind(c.created_at)
+            .bind(env.sequence)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+        DomainEvent::DeviceTokenIssued(_) => Ok(()),
+        other => {
+            if !advance(conn, e, env.subject).await? {
+                return Ok(());
+            }
+            change(conn, other).await
+        }
+    }
+}
+
+/// Moves the bill to this event's version; false if the event was applied before.
+async fn advance(conn: &mut PgConnection, e: &Event, order_id: Uuid) -> Result<bool, ApplyError> {
+    let seq = e.envelope.sequence;
+    let moved = sqlx::query(
+        "UPDATE bills SET version = $2, updated_at = $3 WHERE order_id = $1 AND version = $2 - 1",
+    )
+    .bind(order_id)
+    .bind(seq)
+    .bind(e.envelope.time)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved == 1 {
+        return Ok(true);
+    }
+    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM bills WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match current {
+        Some(v) if v >= seq => Ok(false),
+        v => Err(ApplyError::Gap { aggregate: order_id, expected: v.unwrap_or(0) + 1, got: seq, seq: e.seq }),
+    }
+}
+
+async fn change(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), ApplyError> {
+    match event {
+        DomainEvent::OrderCanceled(c) => set_status(conn, c.order_id, "canceled").await,
+        DomainEvent::OrderCompleted(c) => set_status(conn, c.order_id, "completed").await,
+        DomainEvent::PaymentCreated(p) => {
+            sqlx::query(
+                "INSERT INTO bill_payments (payment_id, order_id, method, status, capture, amount, tip, created_at, updated_at)
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
+            )
+            .bind(p.payment_id)
+            .bind(p.order_id)
+            .bind(p.method.as_str())
+            .bind(match p.capture {
+                events::domain::CaptureMode::Automatic => "automatic",
+                events::domain::CaptureMode::Manual => "manual",
+            })
+            .bind(p.amount)
+            .bind(p.tip)
+            .bind(p.created_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+        DomainEvent::PaymentAuthorized(p) => {
+            sqlx::query("UPDATE bill_payments SET status = 'authorized', auth_code = $2, updated_at = $3 WHERE payment_id = $1")
+                .bind(p.payment_id)
+                .bind(&p.auth_code)
+                .bind(p.authorized_at)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        DomainEvent::PaymentCaptured(p) => {
+            payment_status(conn, p.payment_id, "captured", p.captured_at).await?;
+            sqlx::query("UPDATE bills SET paid = paid + $2, tips = tips + $3 WHERE order_id = $1")
+                .bind(p.order_id)
+                .bind(p.amount)
+                .bind(p.tip)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        DomainEvent::PaymentFailed(p) => {
+            sqlx::query("UPDATE bill_payments SET status = 'failed', failure_reason = $2, updated_at = $3 WHERE payment_id = $1")
+                .bind(p.payment_id)
+                .bind(&p.reason)
+                .bind(p.failed_at)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        DomainEvent::PaymentVoided(p) => payment_status(conn, p.payment_id, "voided", p.voided_at).await,
+        DomainEvent::PaymentRefunded(r) => {
+            sqlx::query(
+                "INSERT INTO bill_refunds (refund_id, payment_id, order_id, amount, reason, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (refund_id) DO NOTHING",
+            )
+            .bind(r.refund_id)
+            .bind(r.payment_id)
+            .bind(r.order_id)
+            .bind(r.amount)
+            .bind(&r.reason)
+            .bind(r.refunded_at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE bill_payments SET refunded = refunded + $2, updated_at = $3 WHERE payment_id = $1",
+            )
+            .bind(r.payment_id)
+            .bind(r.amount)
+            .bind(r.refunded_at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("UPDATE bills SET refunded = refunded + $2 WHERE order_id = $1")
+                .bind(r.order_id)
+                .bind(r.amount)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        DomainEvent::OrderCreated(_) | DomainEvent::DeviceTokenIssued(_) => Ok(()),
+    }
+}
+
+async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: &str) -> Result<(), ApplyError> {
+    sqlx::query("UPDATE bills SET status = $2 WHERE order_id = $1")
+        .bind(order_id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn payment_status(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+    status: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApplyError> {
+    sqlx::query("UPDATE bill_payments SET status = $2, updated_at = $3 WHERE payment_id = $1")
+        .bind(payment_id)
+        .bind(status)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

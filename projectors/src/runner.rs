@@ -1,0 +1,276 @@
+//! Running one projection: fetch, apply with the checkpoint, acknowledge.
+//!
+//! Lifecycle: one runner per projection holds that projection's advisory
+//! lock, so other projector instances stand by instead of competing (which
+//! would break per-aggregate order). It fetches a batch from the durable
+//! consumer and applies, in one transaction, every message above the
+//! checkpoint, then advances the checkpoint, commits and acknowledges the
+//! last message (ack policy `all`).
+//!
+//! Order is strict: the first unapplied message must be the checkpoint's
+//! successor. After a crash JetStream redelivers unacknowledged messages
+//! only when their ack wait expires, possibly behind newer ones; the runner
+//! then leaves the newer ones unacknowledged and waits for the missing ones,
+//! so nothing is applied out of order and nothing is skipped. A database
+//! error retries the same batch; an undecodable event or a sequence gap
+//! stalls the projection (logged, counted, recorded for `posctl status`).
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint;
+use crate::event::{self, Event};
+use crate::projections::{ApplyError, Projection};
+use platform::Shutdown;
+
+#[derive(Clone)]
+pub struct Runner {
+    pub pg: PgPool,
+    pub js: jetstream::Context,
+    pub projection: Projection,
+    pub stream: String,
+    pub consumer: String,
+    pub batch: usize,
+    pub fetch_wait: Duration,
+}
+
+/// Why a runner stopped before shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    #[error("stalled at stream sequence {seq}: {reason}")]
+    Stalled { seq: u64, reason: String },
+}
+
+impl Runner {
+    /// Runs until shutdown, or until the projection stalls.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), Stop> {
+        let name = self.projection.name();
+        metrics::gauge!("projection_stalled", "projection" => name).set(0.0);
+        while !shutdown.is_triggered() {
+            match self.lead(&shutdown).await {
+                Ok(()) => {}
+                Err(Lead::Stalled(seq, reason)) => {
+                    tracing::error!(projection = name, seq, reason = %reason, "projection stalled");
+                    metrics::gauge!("projection_stalled", "projection" => name).set(1.0);
+                    if let Err(e) = checkpoint::stall(&self.pg, name, seq, &reason).await {
+                        tracing::error!(projection = name, error = %e, "could not record the stall");
+                    }
+                    return Err(Stop::Stalled { seq, reason });
+                }
+                Err(Lead::Retry(e)) => {
+                    tracing::warn!(projection = name, error = format!("{e:#}"), "projection runner retrying");
+                    pause(&shutdown, Duration::from_secs(1)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn lead(&self, shutdown: &Shutdown) -> Result<(), Lead> {
+        let name = self.projection.name();
+        let mut lock_conn = self.pg.acquire().await.map_err(retry)?.detach();
+        loop {
+            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 11))")
+                .bind(format!("projection:{name}"))
+                .fetch_one(&mut lock_conn)
+                .await
+                .map_err(retry)?;
+            if leader {
+                break;
+            }
+            if pause(shutdown, Duration::from_secs(2)).await {
+                return Ok(());
+            }
+        }
+        checkpoint::clear_stall(&self.pg, name).await.map_err(retry)?;
+        let consumer: PullConsumer = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(retry)?
+            .get_consumer(&self.consumer)
+            .await
+            .map_err(|e| {
+                Lead::Retry(anyhow::anyhow!("consumer {} (run `posctl setup`): {e}", self.consumer))
+            })?;
+        tracing::info!(projection = name, consumer = %self.consumer, "projection running");
+        while !shutdown.is_triggered() {
+            let messages = self.fetch(&consumer).await.map_err(retry)?;
+            if messages.is_empty() {
+                continue;
+            }
+            self.apply_and_ack(messages, shutdown).await?;
+        }
+        Ok(())
+    }
+
+    /// The stream's first sequence still stored.
+    async fn first_available(&self) -> anyhow::Result<i64> {
+        let mut stream = self.js.get_stream(&self.stream).await?;
+        Ok(stream.info().await?.state.first_sequence as i64)
+    }
+
+    async fn fetch(&self, consumer: &PullConsumer) -> anyhow::Result<Vec<jetstream::Message>> {
+        let mut batch = consumer.fetch().max_messages(self.batch).expires(self.fetch_wait).messages().await?;
+        let mut out = Vec::with_capacity(self.batch);
+        while let Some(msg) = batch.next().await {
+            out.push(msg.map_err(|e| anyhow::anyhow!("fetching: {e}"))?);
+        }
+        Ok(out)
+    }
+
+    async fn apply_and_ack(
+        &self,
+        messages: Vec<jetstream::Message>,
+        shutdown: &Shutdown,
+    ) -> Result<(), Lead> {
+        let name = self.projection.name();
+        let mut decoded = Vec::with_capacity(messages.len());
+        let mut poison = None;
+        for msg in &messages {
+            let seq =
+                msg.info().map_err(|e| Lead::Retry(anyhow::anyhow!("message info: {e}")))?.stream_sequence;
+            match event::decode(seq, msg.headers.as_ref(), &msg.payload) {
+                Ok(e) => decoded.push(e),
+                Err(e) => {
+                    poison = Some(e);
+                    break;
+                }
+            }
+        }
+        let started = Instant::now();
+        let first_available = self.first_available().await.map_err(retry)?;
+        let applied = loop {
+            match apply_batch(
+                &self.pg,
+                self.projection,
+                self.projection.schema(),
+                name,
+                &decoded,
+                first_available,
+            )
+            .await
+            {
+                Ok(outcome) => break outcome,
+                Err(BatchError::Gap(e)) => return Err(Lead::Stalled(gap_seq(&e), e.to_string())),
+                Err(BatchError::OutOfOrder { expected, got }) => {
+                    tracing::debug!(
+                        projection = name,
+                        expected,
+                        got,
+                        "waiting for redelivery of earlier events"
+                    );
+                    pause(shutdown, self.fetch_wait).await;
+                    return Ok(());
+                }
+                Err(BatchError::Database(e)) => {
+                    tracing::warn!(projection = name, error = %e, "applying a batch failed; retrying it");
+                    if pause(shutdown, Duration::from_millis(500)).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if let Some(last) = applied.last_index.and_then(|i| messages.get(i)) {
+            last.ack().await.map_err(|e| Lead::Retry(anyhow::anyhow!("ack: {e}")))?;
+        }
+        metrics::counter!("projection_events_applied_total", "projection" => name).increment(applied.applied);
+        metrics::histogram!("projection_batch_seconds", "projection" => name)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("projection_checkpoint", "projection" => name).set(applied.checkpoint as f64);
+        if let Some(e) = poison {
+            return Err(Lead::Stalled(e.seq(), e.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Applied {
+    /// Events applied (above the old checkpoint).
+    pub applied: u64,
+    /// The checkpoint after the batch.
+    pub checkpoint: i64,
+    /// Index of the last message covered by the checkpoint (to acknowledge).
+    pub last_index: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Gap(ApplyError),
+    #[error("expected stream sequence {expected}, got {got}")]
+    OutOfOrder { expected: i64, got: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Applies `events` (stream order) to `schema` and advances checkpoint `name`,
+/// in one transaction. `first_available` is the stream's first sequence: a
+/// checkpoint below it means older events aged out, the only allowed jump.
+pub async fn apply_batch(
+    pg: &PgPool,
+    projection: Projection,
+    schema: &str,
+    name: &str,
+    events: &[Event],
+    first_available: i64,
+) -> Result<Applied, BatchError> {
+    let mut tx = pg.begin().await?;
+    let mut checkpoint = checkpoint::lock(&mut tx, name).await?;
+    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
+    let mut outcome = Applied { checkpoint, ..Applied::default() };
+    let mut last_time = None;
+    for (i, e) in events.iter().enumerate() {
+        let seq = e.seq as i64;
+        if seq <= checkpoint {
+            outcome.last_index = Some(i);
+            continue;
+        }
+        if seq != (checkpoint + 1).max(first_available) {
+            if outcome.applied == 0 && outcome.last_index.is_none() {
+                return Err(BatchError::OutOfOrder { expected: checkpoint + 1, got: seq });
+            }
+            break;
+        }
+        match projection.apply(&mut tx, e).await {
+            Ok(()) => {}
+            Err(ApplyError::Database(db)) => return Err(BatchError::Database(db)),
+            Err(gap) => return Err(BatchError::Gap(gap)),
+        }
+        checkpoint = seq;
+        last_time = Some(e.envelope.time);
+        outcome.applied += 1;
+        outcome.last_index = Some(i);
+    }
+    checkpoint::advance(&mut tx, name, checkpoint, last_time).await?;
+    tx.commit().await?;
+    outcome.checkpoint = checkpoint;
+    Ok(outcome)
+}
+
+fn gap_seq(e: &ApplyError) -> u64 {
+    match e {
+        ApplyError::Gap { seq, .. } => *seq,
+        ApplyError::Database(_) => 0,
+    }
+}
+
+enum Lead {
+    Stalled(u64, String),
+    Retry(anyhow::Error),
+}
+
+fn retry<E: Into<anyhow::Error>>(e: E) -> Lead {
+    Lead::Retry(e.into())
+}
+
+async fn pause(shutdown: &Shutdown, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.wait() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}

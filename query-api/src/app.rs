@@ -1,0 +1,86 @@
+//! Building and running the query API.
+
+use axum::http::StatusCode;
+use axum::{Json, Router, middleware};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::routes::{bills, devices, orders, stores};
+use platform::Shutdown;
+use platform::auth::JwtKeys;
+use platform::health::{self, Dependencies};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pg: sqlx::PgPool,
+    pub jwt: JwtKeys,
+    pub max_wait: Duration,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SmartPOS query API",
+        description = "The merchant portal's reads, served from read models. Portal tokens see their merchant; device tokens their store. Amounts are integer minor units. Errors are RFC 9457 problem+json.",
+        version = "1"
+    ),
+    components(schemas(platform::problem::Problem, platform::problem::FieldProblem)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}
+
+pub fn router(state: AppState, deps: Dependencies) -> Router {
+    let (api, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(bills::get::get_bill))
+        .routes(routes!(orders::list::list_orders))
+        .routes(routes!(stores::sales::store_sales))
+        .routes(routes!(devices::get::get_device))
+        .with_state(state)
+        .split_for_parts();
+    let spec = std::sync::Arc::new(spec);
+    api.route("/openapi.json", axum::routing::get(move || async move { Json((*spec).clone()) }))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { platform::problem::method_not_allowed() })
+        .layer(middleware::from_fn(platform::http_metrics::record))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+        .merge(health::router(deps))
+}
+
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let _ = platform::metrics::handle();
+    let infra = &config.infra;
+    let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
+    let nats = platform::connect::nats(&infra.nats_url, "query-api").await?;
+    let redis = platform::connect::redis(&infra.redis_url)?;
+    let state = AppState { pg: pg.clone(), jwt: config.jwt.clone(), max_wait: config.max_wait };
+    let deps = Dependencies { pg: pg.clone(), nats, redis, critical: vec!["postgres"] };
+    tracing::info!(addr = %listener.local_addr()?, "query-api listening");
+    let stop = shutdown.clone();
+    axum::serve(listener, router(state, deps))
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await?;
+    pg.close().await;
+    tracing::info!("query-api stopped");
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! `query-api`: serves the merchant portal's reads from the read models.
+
+use anyhow::Context;
+use platform::Shutdown;
+use query_api::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("query-api");
+    let config = Config::from_env()?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding {}", config.addr))?;
+    query_api::run(config, listener, Shutdown::on_signal()).await
+}

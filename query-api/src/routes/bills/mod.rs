@@ -1,0 +1,3 @@
+//! `GET /v1/bills/{order_id}`.
+
+pub mod get;

@@ -1,0 +1,3 @@
+//! `GET /v1/devices/{id}`.
+
+pub mod get;

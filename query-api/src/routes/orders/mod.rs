@@ -1,0 +1,3 @@
+//! `GET /v1/orders`.
+
+pub mod list;

@@ -1,0 +1,3 @@
+//! `GET /v1/stores/{id}/sales`.
+
+pub mod sales;
