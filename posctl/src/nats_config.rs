@@ -105,11 +105,11 @@ pub async fn apply(
             stream.get_consumer::<pull::Config>(&name).await.ok().map(|c| c.cached_info().config.clone());
         let action = match existing {
             Some(current) if same_consumer(&current, &file.config) => "unchanged",
-            Some(_) => {
-                stream
-                    .update_consumer(file.config)
-                    .await
-                    .map_err(|e| anyhow!("updating consumer {name}: {e}"))?;
+            Some(current) => {
+                // Runners reposition their consumer at their checkpoint; keep that position.
+                let mut config = file.config;
+                config.deliver_policy = current.deliver_policy;
+                stream.update_consumer(config).await.map_err(|e| anyhow!("updating consumer {name}: {e}"))?;
                 "updated"
             }
             None => {
@@ -132,7 +132,6 @@ fn same_consumer(server: &async_nats::jetstream::consumer::Config, file: &pull::
         && server.filter_subject == file.filter_subject
         && server.max_ack_pending == file.max_ack_pending
         && server.ack_policy == file.ack_policy
-        && server.deliver_policy == file.deliver_policy
 }
 
 /// Compares the fields our files set (the server fills in others).

@@ -8,14 +8,15 @@
 //! last message (ack policy `all`).
 //!
 //! Order is strict: the first unapplied message must be the checkpoint's
-//! successor. After a crash JetStream redelivers unacknowledged messages
-//! only when their ack wait expires, possibly behind newer ones; the runner
-//! then leaves the newer ones unacknowledged and waits for the missing ones,
-//! so nothing is applied out of order and nothing is skipped. A database
-//! error retries the same batch; an undecodable event or a sequence gap
-//! stalls the projection (logged, counted, recorded for `posctl status`).
+//! successor. On taking over, and whenever redelivery overtakes order, the
+//! runner repositions the durable consumer at the checkpoint (see
+//! [`Runner::position`]), so nothing is applied out of order and nothing is
+//! skipped. A database error retries the same batch; an undecodable event or
+//! a sequence gap stalls the projection (logged, counted, recorded for
+//! `posctl status`).
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::consumer::{DeliverPolicy, FromConsumer, PullConsumer, pull};
+use async_nats::jetstream::{self};
 use futures_util::StreamExt;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
@@ -85,16 +86,7 @@ impl Runner {
             }
         }
         checkpoint::clear_stall(&self.pg, name).await.map_err(retry)?;
-        let consumer: PullConsumer = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(retry)?
-            .get_consumer(&self.consumer)
-            .await
-            .map_err(|e| {
-                Lead::Retry(anyhow::anyhow!("consumer {} (run `posctl setup`): {e}", self.consumer))
-            })?;
+        let consumer = self.position().await.map_err(retry)?;
         tracing::info!(projection = name, consumer = %self.consumer, "projection running");
         while !shutdown.is_triggered() {
             let messages = self.fetch(&consumer).await.map_err(retry)?;
@@ -104,6 +96,42 @@ impl Runner {
             self.apply_and_ack(messages, shutdown).await?;
         }
         Ok(())
+    }
+
+    /// The durable consumer, made to deliver from the checkpoint's successor.
+    ///
+    /// The checkpoint in PostgreSQL is the truth. When the consumer has
+    /// delivered beyond it (a previous runner died holding unacknowledged
+    /// events), JetStream would redeliver those only after their ack wait,
+    /// behind newer ones; so the consumer is recreated, same definition,
+    /// starting at the checkpoint's successor.
+    async fn position(&self) -> anyhow::Result<PullConsumer> {
+        let mut conn = self.pg.acquire().await?;
+        let checkpoint = checkpoint::lock(&mut conn, self.projection.name()).await?;
+        drop(conn);
+        let stream = self.js.get_stream(&self.stream).await?;
+        let mut consumer: PullConsumer = stream
+            .get_consumer(&self.consumer)
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer {} (run `posctl setup`): {e}", self.consumer))?;
+        let info = consumer.info().await?.clone();
+        if info.delivered.stream_sequence as i64 <= checkpoint {
+            return Ok(consumer);
+        }
+        let mut config = pull::Config::try_from_consumer_config(info.config.clone())
+            .map_err(|e| anyhow::anyhow!("consumer {} config: {e}", self.consumer))?;
+        config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: (checkpoint + 1) as u64 };
+        stream.delete_consumer(&self.consumer).await?;
+        let consumer = stream.create_consumer(config).await?;
+        metrics::counter!("projection_consumer_repositioned_total", "projection" => self.projection.name())
+            .increment(1);
+        tracing::info!(
+            projection = self.projection.name(),
+            delivered = info.delivered.stream_sequence,
+            checkpoint,
+            "consumer repositioned at the checkpoint"
+        );
+        Ok(consumer)
     }
 
     /// The stream's first sequence still stored.
@@ -156,14 +184,10 @@ impl Runner {
                 Ok(outcome) => break outcome,
                 Err(BatchError::Gap(e)) => return Err(Lead::Stalled(gap_seq(&e), e.to_string())),
                 Err(BatchError::OutOfOrder { expected, got }) => {
-                    tracing::debug!(
-                        projection = name,
-                        expected,
-                        got,
-                        "waiting for redelivery of earlier events"
-                    );
-                    pause(shutdown, self.fetch_wait).await;
-                    return Ok(());
+                    // Redelivery overtook order: start again from the checkpoint.
+                    return Err(Lead::Retry(anyhow::anyhow!(
+                        "expected stream sequence {expected}, got {got}"
+                    )));
                 }
                 Err(BatchError::Database(e)) => {
                     tracing::warn!(projection = name, error = %e, "applying a batch failed; retrying it");

@@ -11,10 +11,12 @@ pub mod app;
 pub mod env;
 pub mod nats_server;
 pub mod process;
+pub mod read_side;
 pub mod stream;
 
 pub use app::{Reply, TestApp};
 pub use env::{Merchant, TestEnv};
+pub use read_side::ReadSide;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

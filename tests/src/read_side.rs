@@ -1,0 +1,107 @@
+//! The projectors and the query API, run in-process on free ports.
+
+use platform::Shutdown;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+use crate::app::Reply;
+use crate::env::TestEnv;
+
+pub struct ReadSide {
+    pub base: String,
+    pub projectors_base: String,
+    pub client: reqwest::Client,
+    shutdown: Shutdown,
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ReadSide {
+    /// Starts projectors (unless `projectors` is false) and the query API.
+    pub async fn spawn_with(env: &TestEnv, nats_url: &str, projectors: bool) -> Self {
+        let shutdown = Shutdown::new();
+        let mut handles = Vec::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let projectors_base = format!("http://{}", listener.local_addr().expect("addr"));
+        if projectors {
+            let config = projectors::config::Config {
+                addr: listener.local_addr().expect("addr"),
+                infra: env.infra(nats_url),
+                batch: 200,
+                fetch_wait: Duration::from_millis(200),
+            };
+            handles.push(tokio::spawn(projectors::app::run(config, listener, shutdown.clone())));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = query_api::Config {
+            addr: listener.local_addr().expect("addr"),
+            infra: env.infra(nats_url),
+            jwt: env.keys.clone(),
+            max_wait: Duration::from_secs(5),
+        };
+        handles.push(tokio::spawn(query_api::run(config, listener, shutdown.clone())));
+        Self { base, projectors_base, client: reqwest::Client::new(), shutdown, handles }
+    }
+
+    pub async fn spawn(env: &TestEnv) -> Self {
+        Self::spawn_with(env, &env.nats_url, true).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        for h in self.handles {
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+    }
+
+    /// `GET path` on the query API with `token`.
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        let resp =
+            self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let raw = resp.bytes().await.expect("body").to_vec();
+        let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Reply { status, headers, body, raw }
+    }
+
+    /// The bill once it reflects `version` (read-your-writes), asserting it caught up.
+    pub async fn bill_at(&self, token: &str, order_id: &str, version: i64) -> Value {
+        let reply =
+            self.get(&format!("/v1/bills/{order_id}?min_version={version}&wait_ms=5000"), token).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["consistency"]["behind"], false, "bill still behind: {}", reply.body);
+        reply.body
+    }
+
+    /// The projectors' `/metrics` text.
+    pub async fn projector_metrics(&self) -> String {
+        let resp = self.client.get(format!("{}/metrics", self.projectors_base)).send().await.expect("sent");
+        resp.text().await.unwrap_or_default()
+    }
+}
+
+/// A portal token for `merchant_id`.
+pub fn portal_token(env: &TestEnv, merchant_id: uuid::Uuid) -> String {
+    posctl::seed::staff_token(&env.keys, platform::auth::Role::Portal, "portal-user", Some(merchant_id))
+        .expect("portal token")
+}
+
+/// Waits until every projection has applied the whole event stream (and the outbox is drained).
+pub async fn caught_up(env: &TestEnv, nats_url: &str) {
+    let nats = async_nats::connect(nats_url).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let stream = env.events_stream();
+    crate::eventually(Duration::from_secs(30), "projections to catch up", || async {
+        let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&env.pg)
+            .await
+            .ok()?;
+        let lags = projectors::app::lag(&env.pg, &js, &stream).await.ok()?;
+        let stalled: Vec<_> = lags.iter().filter_map(|l| l.stalled.clone()).collect();
+        assert!(stalled.is_empty(), "a projection stalled: {stalled:?}");
+        (unpublished == 0 && lags.iter().all(|l| l.events == 0)).then_some(())
+    })
+    .await;
+}
