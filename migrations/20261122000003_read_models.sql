@@ -3,6 +3,7 @@
 -- Every projection writes only inside its own schema (its SQL uses
 -- unqualified names under `SET LOCAL search_path`), so a rebuild can fill a
 -- shadow copy of the schema and swap it in atomically by renaming schemas.
+-- Every read-model table has a merchant_id, so one tenant can be rebuilt.
 
 CREATE TABLE projection_checkpoints (
     projection      text PRIMARY KEY,
@@ -44,6 +45,7 @@ CREATE INDEX bills_by_merchant ON rm_bills.bills (merchant_id, created_at DESC, 
 CREATE TABLE rm_bills.bill_payments (
     payment_id     uuid PRIMARY KEY,
     order_id       uuid NOT NULL,
+    merchant_id    uuid NOT NULL,
     method         text NOT NULL,
     status         text NOT NULL,
     capture        text NOT NULL,
@@ -61,6 +63,7 @@ CREATE TABLE rm_bills.bill_refunds (
     refund_id      uuid PRIMARY KEY,
     payment_id     uuid NOT NULL,
     order_id       uuid NOT NULL,
+    merchant_id    uuid NOT NULL,
     amount         bigint NOT NULL,
     reason         text,
     created_at     timestamptz NOT NULL

@@ -3,8 +3,10 @@
 //! - [`setup`]: create the database, run migrations, apply `nats-config/`.
 //! - [`seed`]: demo and test merchants, stores, devices and tokens.
 //! - [`status`]: what an on-call operator looks at first.
+//! - [`operate`]: plumbing of `rebuild` and `replay`.
 
 pub mod nats_config;
+pub mod operate;
 pub mod seed;
 pub mod setup;
 pub mod status;

@@ -28,6 +28,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a projection from the start of the stream into shadow tables, then swap atomically.
+    Rebuild {
+        /// bills, store_daily_sales or device_status.
+        projection: String,
+        /// Rebuild only this merchant's rows.
+        #[arg(long)]
+        merchant: Option<uuid::Uuid>,
+    },
+    /// Re-apply a range of the stream to a live projection (repairs rows; never moves its checkpoint).
+    Replay {
+        projection: String,
+        /// First stream sequence to re-apply.
+        #[arg(long, conflicts_with = "from_time", required_unless_present = "from_time")]
+        from_seq: Option<u64>,
+        /// First event time to re-apply (RFC 3339).
+        #[arg(long)]
+        from_time: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Create or refresh the demo merchant, store, devices and tokens.
     SeedDemo {
         /// Print one JSON object (the only output format today).
@@ -56,6 +74,31 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", report.table());
             }
+        }
+        Cmd::Rebuild { projection, merchant } => {
+            let projection = posctl::operate::projection(&projection)?;
+            let source = posctl::operate::source(&infra).await?;
+            let done = projectors::rebuild::rebuild(
+                &source,
+                projection,
+                merchant,
+                posctl::operate::printer("rebuild"),
+            )
+            .await?;
+            eprintln!("rebuild {}: done, {}", projection.name(), done.line());
+        }
+        Cmd::Replay { projection, from_seq, from_time } => {
+            let projection = posctl::operate::projection(&projection)?;
+            let from = match (from_seq, from_time) {
+                (Some(seq), _) => projectors::rebuild::From::Seq(seq),
+                (None, Some(t)) => projectors::rebuild::From::Time(t),
+                (None, None) => anyhow::bail!("give --from-seq or --from-time"),
+            };
+            let source = posctl::operate::source(&infra).await?;
+            let done =
+                projectors::rebuild::replay(&source, projection, from, posctl::operate::printer("replay"))
+                    .await?;
+            eprintln!("replay {}: done, {}", projection.name(), done.line());
         }
         Cmd::SeedDemo { json: _ } => {
             let keys = JwtKeys::from_env()?;

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod event;
 pub mod projections;
+pub mod rebuild;
 pub mod runner;
 
 pub use projections::Projection;

@@ -243,6 +243,19 @@ pub async fn apply_batch(
     events: &[Event],
     first_available: i64,
 ) -> Result<Applied, BatchError> {
+    apply_batch_with(pg, projection, schema, name, events, Some(first_available)).await
+}
+
+/// As [`apply_batch`]; with `first_available: None` sequences need only
+/// increase (a subject-filtered read, such as one merchant's rebuild).
+pub async fn apply_batch_with(
+    pg: &PgPool,
+    projection: Projection,
+    schema: &str,
+    name: &str,
+    events: &[Event],
+    first_available: Option<i64>,
+) -> Result<Applied, BatchError> {
     let mut tx = pg.begin().await?;
     let mut checkpoint = checkpoint::lock(&mut tx, name).await?;
     sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
@@ -254,7 +267,9 @@ pub async fn apply_batch(
             outcome.last_index = Some(i);
             continue;
         }
-        if seq != (checkpoint + 1).max(first_available) {
+        if let Some(first) = first_available
+            && seq != (checkpoint + 1).max(first)
+        {
             if outcome.applied == 0 && outcome.last_index.is_none() {
                 return Err(BatchError::OutOfOrder { expected: checkpoint + 1, got: seq });
             }

@@ -91,6 +91,15 @@ async fn bills_show_what_happened_and_match_the_write_model() {
     assert_eq!(json!(refunded), bill["refunded"]);
     // The terminal that rang it up may read it too.
     assert_eq!(read.get(&format!("/v1/bills/{order_id}"), &token).await.status, 200);
+    // Lag is exported per projection, in events and seconds.
+    let metrics = eventually(Duration::from_secs(10), "lag metrics", || async {
+        let m = read.projector_metrics().await;
+        m.contains("projection_lag_seconds{projection=\"store_daily_sales\"}").then_some(m)
+    })
+    .await;
+    for p in ["bills", "store_daily_sales", "device_status"] {
+        assert!(metrics.contains(&format!("projection_lag_events{{projection=\"{p}\"}}")), "{metrics}");
+    }
     read.stop().await;
     app.stop().await;
     env.cleanup().await;
@@ -585,6 +594,24 @@ async fn an_unknown_event_version_stalls_the_projection_and_is_reported() {
     assert!(
         metrics.lines().any(|l| l.starts_with("projection_stalled{projection=\"bills\"} 1")),
         "{metrics}"
+    );
+    // The operator sees it in `posctl status`.
+    let out = tokio::process::Command::new(process::binary("posctl"))
+        .args(["status"])
+        .envs([
+            ("DATABASE_URL", env.database_url.clone()),
+            ("NATS_URL", env.nats_url.clone()),
+            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
+            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
+        ])
+        .output()
+        .await
+        .expect("posctl runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        table.lines().any(|l| l.starts_with("bills") && l.contains("STALLED") && l.contains("v9")),
+        "{table}"
     );
     read.stop().await;
     app.stop().await;

@@ -3,8 +3,9 @@
 //! Every change of an order after its creation first advances the bill's
 //! `version` from `sequence - 1` to `sequence`: an event already applied
 //! (version ≥ sequence) is skipped, and a hole (version < sequence - 1)
-//! stops the projection. The increments below (paid, tips, refunded) are
-//! therefore applied exactly once per event.
+//! stops the projection. Totals (paid, tips, refunded) are recomputed from
+//! the bill's own payment and refund rows rather than incremented, so
+//! re-applying events (a replay repairing a deleted row) cannot double them.
 
 use events::DomainEvent;
 use sqlx::PgConnection;
@@ -46,7 +47,7 @@ pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError>
             if !advance(conn, e, env.subject).await? {
                 return Ok(());
             }
-            change(conn, other).await
+            change(conn, other, env.merchant_id).await
         }
     }
 }
@@ -76,14 +77,15 @@ async fn advance(conn: &mut PgConnection, e: &Event, order_id: Uuid) -> Result<b
     }
 }
 
-async fn change(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), ApplyError> {
+async fn change(conn: &mut PgConnection, event: &DomainEvent, merchant_id: Uuid) -> Result<(), ApplyError> {
     match event {
         DomainEvent::OrderCanceled(c) => set_status(conn, c.order_id, "canceled").await,
         DomainEvent::OrderCompleted(c) => set_status(conn, c.order_id, "completed").await,
         DomainEvent::PaymentCreated(p) => {
             sqlx::query(
-                "INSERT INTO bill_payments (payment_id, order_id, method, status, capture, amount, tip, created_at, updated_at)
-                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
+                "INSERT INTO bill_payments (payment_id, order_id, merchant_id, method, status, capture, amount, tip,
+                                            created_at, updated_at)
+                 VALUES ($1, $2, $8, $3, 'pending', $4, $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
             )
             .bind(p.payment_id)
             .bind(p.order_id)
@@ -95,6 +97,7 @@ async fn change(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), Appl
             .bind(p.amount)
             .bind(p.tip)
             .bind(p.created_at)
+            .bind(merchant_id)
             .execute(&mut *conn)
             .await?;
             Ok(())
@@ -110,13 +113,7 @@ async fn change(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), Appl
         }
         DomainEvent::PaymentCaptured(p) => {
             payment_status(conn, p.payment_id, "captured", p.captured_at).await?;
-            sqlx::query("UPDATE bills SET paid = paid + $2, tips = tips + $3 WHERE order_id = $1")
-                .bind(p.order_id)
-                .bind(p.amount)
-                .bind(p.tip)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+            recompute_totals(conn, p.order_id).await
         }
         DomainEvent::PaymentFailed(p) => {
             sqlx::query("UPDATE bill_payments SET status = 'failed', failure_reason = $2, updated_at = $3 WHERE payment_id = $1")
@@ -130,8 +127,8 @@ async fn change(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), Appl
         DomainEvent::PaymentVoided(p) => payment_status(conn, p.payment_id, "voided", p.voided_at).await,
         DomainEvent::PaymentRefunded(r) => {
             sqlx::query(
-                "INSERT INTO bill_refunds (refund_id, payment_id, order_id, amount, reason, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (refund_id) DO NOTHING",
+                "INSERT INTO bill_refunds (refund_id, payment_id, order_id, merchant_id, amount, reason, created_at)
+                 VALUES ($1, $2, $3, $7, $4, $5, $6) ON CONFLICT (refund_id) DO NOTHING",
             )
             .bind(r.refund_id)
             .bind(r.payment_id)
@@ -139,25 +136,37 @@ async fn change(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), Appl
             .bind(r.amount)
             .bind(&r.reason)
             .bind(r.refunded_at)
+            .bind(merchant_id)
             .execute(&mut *conn)
             .await?;
             sqlx::query(
-                "UPDATE bill_payments SET refunded = refunded + $2, updated_at = $3 WHERE payment_id = $1",
+                "UPDATE bill_payments SET updated_at = $2,
+                        refunded = (SELECT COALESCE(sum(amount), 0) FROM bill_refunds WHERE payment_id = $1)
+                  WHERE payment_id = $1",
             )
             .bind(r.payment_id)
-            .bind(r.amount)
             .bind(r.refunded_at)
             .execute(&mut *conn)
             .await?;
-            sqlx::query("UPDATE bills SET refunded = refunded + $2 WHERE order_id = $1")
-                .bind(r.order_id)
-                .bind(r.amount)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+            recompute_totals(conn, r.order_id).await
         }
         DomainEvent::OrderCreated(_) | DomainEvent::DeviceTokenIssued(_) => Ok(()),
     }
+}
+
+/// paid, tips and refunded of a bill, from its payment and refund rows.
+async fn recompute_totals(conn: &mut PgConnection, order_id: Uuid) -> Result<(), ApplyError> {
+    sqlx::query(
+        "UPDATE bills SET
+            paid = (SELECT COALESCE(sum(amount), 0) FROM bill_payments WHERE order_id = $1 AND status = 'captured'),
+            tips = (SELECT COALESCE(sum(tip), 0) FROM bill_payments WHERE order_id = $1 AND status = 'captured'),
+            refunded = (SELECT COALESCE(sum(amount), 0) FROM bill_refunds WHERE order_id = $1)
+          WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: &str) -> Result<(), ApplyError> {

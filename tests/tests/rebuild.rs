@@ -1,0 +1,264 @@
+//! Rebuild and replay: read models rebuilt from the stream are identical,
+//! row for row, to the live ones; reads are served throughout; one tenant
+//! can be rebuilt alone; a replay repairs rows without moving checkpoints.
+
+use projectors::Projection;
+use projectors::rebuild::{self, Source};
+use serde_json::json;
+use smartpos_tests::read_side::{caught_up, portal_token};
+use smartpos_tests::{Merchant, ReadSide, TestApp, TestEnv, process};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Every row of every read model, as sorted JSON text.
+async fn snapshot(env: &TestEnv, merchant: Option<uuid::Uuid>) -> Vec<String> {
+    let mut rows = Vec::new();
+    for schema in ["rm_bills", "rm_sales", "rm_devices"] {
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1")
+                .bind(schema)
+                .fetch_all(&env.pg)
+                .await
+                .expect("tables");
+        for t in tables {
+            let filter = merchant.map(|m| format!(" WHERE merchant_id = '{m}'")).unwrap_or_default();
+            let mut part: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT '{schema}.{t} ' || to_jsonb(x)::text FROM {schema}.{t} x{filter} ORDER BY 1"
+            ))
+            .fetch_all(&env.pg)
+            .await
+            .expect("rows");
+            rows.append(&mut part);
+        }
+    }
+    rows
+}
+
+/// Asserts two snapshots are equal, showing only the first differences.
+fn assert_same(actual: &[String], expected: &[String], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let missing: Vec<&String> = expected.iter().filter(|r| !actual.contains(r)).take(3).collect();
+    let extra: Vec<&String> = actual.iter().filter(|r| !expected.contains(r)).take(3).collect();
+    panic!(
+        "{what}: {} rows vs {} expected; missing {missing:#?}; unexpected {extra:#?}",
+        actual.len(),
+        expected.len()
+    );
+}
+
+/// `n` fully paid sales (five events each) and a refund on every fifth.
+async fn trade(app: &TestApp, token: &str, n: usize) {
+    for i in 0..n {
+        let order = app.create_order(token).await;
+        let order_id = order.str("order_id");
+        let method = ["cash", "card", "qr", "emoney"][i % 4];
+        let payment = app.pay(token, &order_id, method, 819, "automatic").await.str("payment_id");
+        app.approve(token, &payment).await;
+        if i % 5 == 0 {
+            let r =
+                app.command(&format!("/v1/payments/{payment}/refunds"), token, &json!({"amount": 19})).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+        }
+    }
+}
+
+async fn populate(env: &TestEnv, app: &TestApp, merchants: &[&Merchant], per_merchant: usize) {
+    let mut tasks = Vec::new();
+    for m in merchants {
+        for d in 0..m.devices.len() {
+            let token = app.token(m, d).await;
+            tasks.push(async move { trade(app, &token, per_merchant / m.devices.len()).await });
+        }
+    }
+    futures_util::future::join_all(tasks).await;
+    caught_up(env, &env.nats_url).await;
+}
+
+async fn source(env: &TestEnv) -> Source {
+    let nats = async_nats::connect(&env.nats_url).await.expect("nats");
+    Source {
+        pg: env.pg.clone(),
+        js: async_nats::jetstream::new(nats),
+        stream: env.events_stream(),
+        subject_prefix: env.subject_prefix.clone(),
+        batch: 500,
+    }
+}
+
+/// Damages every projection: deleted bills, a wrong capture, a wrong device row.
+async fn corrupt(env: &TestEnv, merchant: uuid::Uuid) {
+    for sql in [
+        "DELETE FROM rm_bills.bills WHERE order_id IN (SELECT order_id FROM rm_bills.bills WHERE merchant_id = $1 ORDER BY order_id LIMIT 5)",
+        "UPDATE rm_sales.captures SET amount = amount + 1 WHERE merchant_id = $1",
+        "UPDATE rm_devices.device_status SET tokens_issued = 0 WHERE merchant_id = $1",
+    ] {
+        sqlx::query(sql).bind(merchant).execute(&env.pg).await.expect("corrupt");
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_reproduces_every_read_model_row_for_row_while_reads_are_served() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let read = ReadSide::spawn(&env).await;
+    let a = env.merchant(3).await;
+    let b = env.merchant(2).await;
+    populate(&env, &app, &[&a, &b], 240).await;
+    let events = smartpos_tests::stream::count(&env.nats_url, &env.events_stream()).await;
+    assert!(events >= 2000, "only {events} events");
+    let original = snapshot(&env, None).await;
+    corrupt(&env, a.merchant_id).await;
+    corrupt(&env, b.merchant_id).await;
+    assert_ne!(snapshot(&env, None).await, original);
+
+    // Readers hammer the query API during the rebuilds; every answer must be a 200.
+    let portal = portal_token(&env, a.merchant_id);
+    let known: String =
+        sqlx::query_scalar("SELECT order_id::text FROM rm_bills.bills WHERE merchant_id = $1 LIMIT 1")
+            .bind(a.merchant_id)
+            .fetch_one(&env.pg)
+            .await
+            .expect("a bill");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        let (client, base, portal, store) =
+            (read.client.clone(), read.base.clone(), portal.clone(), a.store_id);
+        let date = chrono::Utc::now().date_naive();
+        tokio::spawn(async move {
+            let paths = [
+                format!("/v1/bills/{known}"),
+                "/v1/orders?limit=20".to_owned(),
+                format!("/v1/stores/{store}/sales?from={}&to={}", date.pred_opt().unwrap_or(date), date),
+            ];
+            while !stop.load(Ordering::Relaxed) {
+                for p in &paths {
+                    let ok = client
+                        .get(format!("{base}{p}"))
+                        .bearer_auth(&portal)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    if ok {
+                        served.fetch_add(1, Ordering::Relaxed)
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    };
+                }
+            }
+        })
+    };
+    let source = source(&env).await;
+    let mut lines = Vec::new();
+    for p in [Projection::Bills, Projection::StoreDailySales] {
+        let done = rebuild::rebuild(&source, p, None, |progress| lines.push(progress.line()))
+            .await
+            .expect("rebuild");
+        assert!(done.applied >= 1000, "{} applied only {}", p.name(), done.applied);
+    }
+    assert!(lines.iter().any(|l| l.contains("ev/s") && l.contains("ETA")), "{lines:?}");
+    // The operator's way, through the real binary, with progress on stderr.
+    let out = tokio::process::Command::new(process::binary("posctl"))
+        .args(["rebuild", "device_status"])
+        .envs([
+            ("DATABASE_URL", env.database_url.clone()),
+            ("NATS_URL", env.nats_url.clone()),
+            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
+            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
+        ])
+        .output()
+        .await
+        .expect("posctl runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("rebuild device_status: done") && stderr.contains("ev/s"), "{stderr}");
+    stop.store(true, Ordering::Relaxed);
+    reader.await.expect("reader");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "reads failed during the rebuild");
+    assert!(served.load(Ordering::Relaxed) >= 3, "the reader never ran");
+
+    caught_up(&env, &env.nats_url).await;
+    let rebuilt = snapshot(&env, None).await;
+    assert_same(&rebuilt, &original, "the rebuilt read models differ from the live ones");
+    // The live projection carries on from the swapped-in position.
+    let token = app.token(&a, 0).await;
+    let order_id = app.create_order(&token).await.str("order_id");
+    read.bill_at(&portal, &order_id, 1).await;
+    read.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_merchant_rebuild_replaces_only_that_merchants_rows() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let read = ReadSide::spawn(&env).await;
+    let a = env.merchant(1).await;
+    let b = env.merchant(1).await;
+    populate(&env, &app, &[&a, &b], 20).await;
+    let a_before = snapshot(&env, Some(a.merchant_id)).await;
+    corrupt(&env, a.merchant_id).await;
+    corrupt(&env, b.merchant_id).await;
+    let b_corrupted = snapshot(&env, Some(b.merchant_id)).await;
+    let source = source(&env).await;
+    for p in Projection::ALL {
+        rebuild::rebuild(&source, p, Some(a.merchant_id), |_| {}).await.expect("merchant rebuild");
+    }
+    assert_same(&snapshot(&env, Some(a.merchant_id)).await, &a_before, "merchant A was not restored");
+    assert_same(&snapshot(&env, Some(b.merchant_id)).await, &b_corrupted, "merchant B was touched");
+    read.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replay_repairs_rows_without_moving_the_checkpoint() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let read = ReadSide::spawn(&env).await;
+    let a = env.merchant(1).await;
+    populate(&env, &app, &[&a], 15).await;
+    let before = snapshot(&env, None).await;
+    let checkpoints: Vec<(String, i64)> =
+        sqlx::query_as("SELECT projection, stream_seq FROM projection_checkpoints ORDER BY 1")
+            .fetch_all(&env.pg)
+            .await
+            .expect("cp");
+    sqlx::query("DELETE FROM rm_bills.bills WHERE order_id IN (SELECT order_id FROM rm_bills.bills LIMIT 4)")
+        .execute(&env.pg)
+        .await
+        .expect("delete");
+    sqlx::query("DELETE FROM rm_sales.captures WHERE payment_id IN (SELECT payment_id FROM rm_sales.captures LIMIT 4)")
+        .execute(&env.pg)
+        .await
+        .expect("delete");
+    assert_ne!(snapshot(&env, None).await, before);
+    for p in ["bills", "store_daily_sales"] {
+        let out = tokio::process::Command::new(process::binary("posctl"))
+            .args(["replay", p, "--from-seq", "1"])
+            .envs([
+                ("DATABASE_URL", env.database_url.clone()),
+                ("NATS_URL", env.nats_url.clone()),
+                ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
+                ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
+            ])
+            .output()
+            .await
+            .expect("posctl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_same(&snapshot(&env, None).await, &before, "replay did not repair the rows exactly");
+    let after: Vec<(String, i64)> =
+        sqlx::query_as("SELECT projection, stream_seq FROM projection_checkpoints ORDER BY 1")
+            .fetch_all(&env.pg)
+            .await
+            .expect("cp");
+    assert_eq!(after, checkpoints);
+    read.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}
