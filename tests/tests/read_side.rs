@@ -617,3 +617,25 @@ async fn an_unknown_event_version_stalls_the_projection_and_is_reported() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_query_api_describes_its_routes() {
+    let env = TestEnv::new().await;
+    let read = ReadSide::spawn_with(&env, &env.nats_url, false).await;
+    let doc = read.client.get(format!("{}/openapi.json", read.base)).send().await.expect("sent");
+    let doc: Value = doc.json().await.expect("json");
+    for path in ["/v1/bills/{id}", "/v1/orders", "/v1/stores/{id}/sales", "/v1/devices/{id}"] {
+        let op = &doc["paths"][path]["get"];
+        assert!(op["responses"]["200"]["content"]["application/json"]["schema"].is_object(), "{path}");
+        assert!(op["responses"]["404"].is_object() || op["responses"]["422"].is_object(), "{path} lists no errors");
+    }
+    let params: Vec<&str> = doc["paths"]["/v1/orders"]["get"]["parameters"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    for name in ["store_id", "status", "business_date", "from", "to", "limit", "cursor"] {
+        assert!(params.contains(&name), "{name} missing from {params:?}");
+    }
+    read.stop().await;
+    env.cleanup().await;
+}
