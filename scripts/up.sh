@@ -13,5 +13,6 @@ trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 target/release/command-api & pids+=($!)
 target/release/projectors & pids+=($!)
 target/release/query-api & pids+=($!)
+target/release/workers & pids+=($!)
 # Stop everything when any process exits.
 wait -n

@@ -101,7 +101,48 @@ pub async fn change_order(
     }
     orders::save(conn, scope, before, &after, &events, now).await?;
     outbox::append(conn, prefix, scope, before, &events, now).await?;
+    if events.iter().any(|e| matches!(e, events::DomainEvent::OrderCompleted(_))) {
+        enqueue_receipt(conn, prefix, scope, after.id).await?;
+    }
     Ok(after)
+}
+
+/// Commits a receipt job with the order's completion, when the terminal gave a contact.
+pub async fn enqueue_receipt(
+    conn: &mut PgConnection,
+    prefix: &str,
+    scope: Scope,
+    order_id: Uuid,
+) -> Result<(), ApiError> {
+    let customer: Option<serde_json::Value> = sqlx::query_scalar("SELECT customer FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let contact = |field: &str| {
+        customer.as_ref().and_then(|c| c.get(field)).and_then(|v| v.as_str()).map(str::to_owned)
+    };
+    let (email, phone) = (contact("email"), contact("phone"));
+    if email.is_none() && phone.is_none() {
+        return Ok(());
+    }
+    let job = events::work::ReceiptJob {
+        job_id: Uuid::now_v7(),
+        order_id,
+        merchant_id: scope.merchant_id,
+        store_id: scope.store_id,
+        email,
+        phone,
+    };
+    let kind = events::subjects::WorkKind::Receipt;
+    let payload = serde_json::to_vec(&job).map_err(|e| ApiError::Internal(e.into()))?;
+    outbox::append_work(
+        conn,
+        &events::subjects::work_subject(prefix, kind, scope.merchant_id),
+        job.job_id,
+        events::work::headers(kind, job.job_id),
+        payload,
+    )
+    .await
 }
 
 /// The order a payment belongs to, confined to the caller's store (404 otherwise).

@@ -10,6 +10,7 @@ pub mod cloudevent;
 pub mod domain;
 pub mod money;
 pub mod subjects;
+pub mod work;
 
 pub use cloudevent::{Envelope, EnvelopeError};
 pub use domain::{DomainEvent, EventKind};

@@ -4,7 +4,9 @@
 //! - [`seed`]: demo and test merchants, stores, devices and tokens.
 //! - [`status`]: what an on-call operator looks at first.
 //! - [`operate`]: plumbing of `rebuild` and `replay`.
+//! - [`dlq`]: listing, showing and redriving dead letters.
 
+pub mod dlq;
 pub mod nats_config;
 pub mod operate;
 pub mod seed;

@@ -46,12 +46,79 @@ enum Cmd {
         #[arg(long)]
         from_time: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Dead letters: list, show and redrive failed work items.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCmd,
+    },
     /// Create or refresh the demo merchant, store, devices and tokens.
     SeedDemo {
         /// Print one JSON object (the only output format today).
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct DlqFilter {
+    /// Job kind: receipts, settlements, reports, device_sync.
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    merchant: Option<String>,
+    /// Case-insensitive text the error contains.
+    #[arg(long)]
+    error: Option<String>,
+    /// Failed at or after (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<DlqFilter> for workers::dead_letters::Filter {
+    fn from(f: DlqFilter) -> Self {
+        Self { kind: f.kind, merchant: f.merchant, error_contains: f.error, since: f.since }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Dead letters matching the filters, oldest first.
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter, with its payload.
+    Show { seq: u64 },
+    /// Republish dead letters to their original subjects; records who did it.
+    Redrive {
+        /// Dead-letter sequences; or none with --all-matching and filters.
+        seqs: Vec<u64>,
+        /// Every dead letter matching the filters that was not redriven yet.
+        #[arg(long)]
+        all_matching: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Show what would be redriven, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who is redriving (default: $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        operator: String,
+    },
+}
+
+impl From<DlqCmd> for posctl::dlq::Command {
+    fn from(c: DlqCmd) -> Self {
+        match c {
+            DlqCmd::List { filter, json } => Self::List { filter: filter.into(), json },
+            DlqCmd::Show { seq } => Self::Show { seq },
+            DlqCmd::Redrive { seqs, all_matching, filter, dry_run, operator } => {
+                Self::Redrive { seqs, all_matching, filter: filter.into(), dry_run, operator }
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -100,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
             eprintln!("replay {}: done, {}", projection.name(), done.line());
         }
+        Cmd::Dlq { command } => posctl::dlq::run(&infra, command.into()).await?,
         Cmd::SeedDemo { json: _ } => {
             let keys = JwtKeys::from_env()?;
             let pg =

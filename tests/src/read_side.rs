@@ -105,3 +105,47 @@ pub async fn caught_up(env: &TestEnv, nats_url: &str) {
     })
     .await;
 }
+
+/// The workers process, in-process, delivering receipts to the given transports.
+pub struct Workers {
+    shutdown: Shutdown,
+    handle: JoinHandle<anyhow::Result<()>>,
+    pub receipt_dir: std::path::PathBuf,
+}
+
+impl Workers {
+    pub async fn spawn(
+        env: &TestEnv,
+        smtp_url: Option<String>,
+        webhook_url: Option<String>,
+        max_attempts: u32,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let receipt_dir = std::env::temp_dir().join(format!("receipts-{}", env.stream_prefix));
+        let config = workers::config::Config {
+            addr: listener.local_addr().expect("addr"),
+            infra: env.infra(&env.nats_url),
+            retry: workers::config::RetryPolicy {
+                max_attempts,
+                first_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+            },
+            receipts: workers::config::ReceiptsConfig {
+                smtp_url,
+                from: "SmartPOS <receipts@smartpos.example>".into(),
+                webhook_url,
+                dir: receipt_dir.clone(),
+                timeout: Duration::from_secs(2),
+            },
+        };
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(workers::app::run(config, listener, shutdown.clone()));
+        Self { shutdown, handle, receipt_dir }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+        let _ = std::fs::remove_dir_all(&self.receipt_dir);
+    }
+}

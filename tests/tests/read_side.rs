@@ -627,7 +627,10 @@ async fn the_query_api_describes_its_routes() {
     for path in ["/v1/bills/{id}", "/v1/orders", "/v1/stores/{id}/sales", "/v1/devices/{id}"] {
         let op = &doc["paths"][path]["get"];
         assert!(op["responses"]["200"]["content"]["application/json"]["schema"].is_object(), "{path}");
-        assert!(op["responses"]["404"].is_object() || op["responses"]["422"].is_object(), "{path} lists no errors");
+        assert!(
+            op["responses"]["404"].is_object() || op["responses"]["422"].is_object(),
+            "{path} lists no errors"
+        );
     }
     let params: Vec<&str> = doc["paths"]["/v1/orders"]["get"]["parameters"]
         .as_array()

@@ -56,3 +56,21 @@ pub async fn append(
     .await?;
     Ok(ids)
 }
+
+/// Appends one work item for a worker (published like events, consumed once).
+pub async fn append_work(
+    conn: &mut PgConnection,
+    subject: &str,
+    job_id: Uuid,
+    headers: Vec<(String, String)>,
+    payload: Vec<u8>,
+) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO outbox (event_id, subject, headers, payload) VALUES ($1, $2, $3, $4)")
+        .bind(job_id)
+        .bind(subject)
+        .bind(Json(headers))
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

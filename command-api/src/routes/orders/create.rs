@@ -196,6 +196,9 @@ pub async fn create_order(
             });
             orders::insert(conn, scope, &order, customer.as_ref()).await?;
             outbox::append(conn, &prefix, scope, 0, &events, now).await?;
+            if order.status == crate::domain::OrderStatus::Completed {
+                crate::commands::enqueue_receipt(conn, &prefix, scope, order.id).await?;
+            }
             Success::json(StatusCode::CREATED, &OrderBody::of(&order))
         })
     })
