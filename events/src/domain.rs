@@ -162,6 +162,38 @@ pub struct DeviceTokenIssued {
     pub issued_at: DateTime<Utc>,
 }
 
+/// One payment method's line of a settlement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementLine {
+    pub method: PaymentMethod,
+    pub sales_count: i64,
+    pub gross: i64,
+    pub tips: i64,
+    pub refund_count: i64,
+    pub refunds: i64,
+    pub void_count: i64,
+    /// gross + tips − refunds.
+    pub net: i64,
+    /// Set on lines booking late sales or refunds of an earlier, already settled day.
+    pub adjustment_of: Option<NaiveDate>,
+}
+
+/// A store's business day was settled (or re-settled: a new version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementCompleted {
+    pub settlement_id: Uuid,
+    pub store_id: Uuid,
+    pub business_date: NaiveDate,
+    pub version: i32,
+    pub currency: Currency,
+    pub lines: Vec<SettlementLine>,
+    pub gross: i64,
+    pub tips: i64,
+    pub refunds: i64,
+    pub net: i64,
+    pub completed_at: DateTime<Utc>,
+}
+
 /// Every domain event the system publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
@@ -175,6 +207,7 @@ pub enum DomainEvent {
     PaymentVoided(PaymentVoided),
     PaymentRefunded(PaymentRefunded),
     DeviceTokenIssued(DeviceTokenIssued),
+    SettlementCompleted(SettlementCompleted),
 }
 
 /// The type of an event without its payload: names its CloudEvents type and subject tokens.
@@ -190,10 +223,11 @@ pub enum EventKind {
     PaymentVoided,
     PaymentRefunded,
     DeviceTokenIssued,
+    SettlementCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         Self::OrderCreated,
         Self::OrderCanceled,
         Self::OrderCompleted,
@@ -204,6 +238,7 @@ impl EventKind {
         Self::PaymentVoided,
         Self::PaymentRefunded,
         Self::DeviceTokenIssued,
+        Self::SettlementCompleted,
     ];
 
     /// `(entity, what happened, version)`: the parts of type and subject.
@@ -219,6 +254,7 @@ impl EventKind {
             Self::PaymentVoided => ("payment", "voided", 1),
             Self::PaymentRefunded => ("payment", "refunded", 1),
             Self::DeviceTokenIssued => ("device", "token_issued", 1),
+            Self::SettlementCompleted => ("settlement", "completed", 1),
         }
     }
 
@@ -266,6 +302,7 @@ impl DomainEvent {
             Self::PaymentVoided(_) => EventKind::PaymentVoided,
             Self::PaymentRefunded(_) => EventKind::PaymentRefunded,
             Self::DeviceTokenIssued(_) => EventKind::DeviceTokenIssued,
+            Self::SettlementCompleted(_) => EventKind::SettlementCompleted,
         }
     }
 
@@ -282,6 +319,7 @@ impl DomainEvent {
             Self::PaymentVoided(e) => serde_json::to_vec(e),
             Self::PaymentRefunded(e) => serde_json::to_vec(e),
             Self::DeviceTokenIssued(e) => serde_json::to_vec(e),
+            Self::SettlementCompleted(e) => serde_json::to_vec(e),
         };
         // Plain structs of strings, integers, dates and UUIDs always serialize.
         value.unwrap_or_default()
@@ -306,6 +344,9 @@ impl DomainEvent {
             EventKind::DeviceTokenIssued => {
                 Self::DeviceTokenIssued(serde_json::from_slice(data).map_err(bad)?)
             }
+            EventKind::SettlementCompleted => {
+                Self::SettlementCompleted(serde_json::from_slice(data).map_err(bad)?)
+            }
         })
     }
 
@@ -324,6 +365,7 @@ impl DomainEvent {
             Self::PaymentVoided(e) => e.order_id,
             Self::PaymentRefunded(e) => e.order_id,
             Self::DeviceTokenIssued(e) => e.device_id,
+            Self::SettlementCompleted(e) => e.settlement_id,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! I/O), so the command API, projectors, workers and tests all agree on one
 //! definition and a change to an event is a change in one place.
 
+pub mod calendar;
 pub mod cloudevent;
 pub mod domain;
 pub mod money;

@@ -51,6 +51,14 @@ enum Cmd {
         #[command(subcommand)]
         command: DlqCmd,
     },
+    /// Settle a store's business day again: a new version, earlier ones kept.
+    Resettle {
+        #[arg(long)]
+        store: uuid::Uuid,
+        /// The business date (YYYY-MM-DD).
+        #[arg(long)]
+        date: chrono::NaiveDate,
+    },
     /// Create or refresh the demo merchant, store, devices and tokens.
     SeedDemo {
         /// Print one JSON object (the only output format today).
@@ -166,6 +174,10 @@ async fn main() -> anyhow::Result<()> {
                 projectors::rebuild::replay(&source, projection, from, posctl::operate::printer("replay"))
                     .await?;
             eprintln!("replay {}: done, {}", projection.name(), done.line());
+        }
+        Cmd::Resettle { store, date } => {
+            let job = posctl::operate::resettle(&infra, store, date).await?;
+            eprintln!("re-settlement of {date} for store {store} enqueued as job {job}");
         }
         Cmd::Dlq { command } => posctl::dlq::run(&infra, command.into()).await?,
         Cmd::SeedDemo { json: _ } => {

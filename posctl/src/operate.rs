@@ -34,3 +34,36 @@ pub fn printer(what: &'static str) -> impl FnMut(&Progress) {
         }
     }
 }
+
+/// Enqueues a re-run of a settled day (the workers write the new version).
+pub async fn resettle(
+    infra: &platform::InfraSettings,
+    store: uuid::Uuid,
+    date: chrono::NaiveDate,
+) -> anyhow::Result<uuid::Uuid> {
+    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let merchant_id: uuid::Uuid = sqlx::query_scalar("SELECT merchant_id FROM stores WHERE id = $1")
+        .bind(store)
+        .fetch_optional(&pg)
+        .await?
+        .ok_or_else(|| anyhow!("no store {store}"))?;
+    let settled: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM settlements WHERE store_id = $1 AND business_date = $2)",
+    )
+    .bind(store)
+    .bind(date)
+    .fetch_one(&pg)
+    .await?;
+    anyhow::ensure!(settled, "{date} of store {store} was never settled; nothing to re-run");
+    let job = workers::settlements::SettlementJob {
+        job_id: uuid::Uuid::now_v7(),
+        merchant_id,
+        store_id: store,
+        business_date: date,
+        reason: workers::settlements::Reason::Rerun,
+    };
+    let mut tx = pg.begin().await?;
+    workers::settlements::enqueue(&mut tx, &infra.subject_prefix, &job).await?;
+    tx.commit().await?;
+    Ok(job.job_id)
+}

@@ -137,6 +137,12 @@ impl Workers {
                 dir: receipt_dir.clone(),
                 timeout: Duration::from_secs(2),
             },
+            settlements: workers::config::SettlementsConfig {
+                dir: receipt_dir.join("settlements"),
+                grace: Duration::ZERO,
+                // Tests drive the scheduler with their own clock.
+                every: Duration::ZERO,
+            },
         };
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(workers::app::run(config, listener, shutdown.clone()));

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::config::SettlementsConfig;
 use crate::jobs::receipt::ReceiptHandler;
+use crate::jobs::settlement::SettlementHandler;
 use crate::receipts::delivery::{Mailer, Webhook};
 use crate::runtime::{Handler, Runtime};
 use platform::Shutdown;
@@ -30,10 +32,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         mailer: r.smtp_url.as_deref().map(|url| Mailer::new(url, &r.from, r.timeout)).transpose()?,
         webhook: r.webhook_url.as_deref().map(|url| Webhook::new(url, r.timeout)).transpose()?,
     };
-    let handlers: Vec<Arc<dyn Handler>> = vec![Arc::new(receipts)];
+    let settlements = SettlementHandler {
+        pg: pg.clone(),
+        subject_prefix: infra.subject_prefix.clone(),
+        dir: config.settlements.dir.clone(),
+    };
+    let handlers: Vec<Arc<dyn Handler>> = vec![Arc::new(receipts), Arc::new(settlements)];
     let mut tasks = tokio::task::JoinSet::new();
     for handler in handlers {
         tasks.spawn(runtime.clone().run(handler, shutdown.clone()));
+    }
+    if !config.settlements.every.is_zero() {
+        let (pg, prefix, cfg, stop) =
+            (pg.clone(), infra.subject_prefix.clone(), config.settlements.clone(), shutdown.clone());
+        tasks.spawn(async move { schedule_loop(pg, prefix, cfg, stop).await });
     }
     let deps = Dependencies { pg: pg.clone(), nats, redis, critical: vec!["postgres", "nats"] };
     tracing::info!(addr = %listener.local_addr()?, "workers serving health and metrics");
@@ -46,4 +58,19 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     pg.close().await;
     tracing::info!("workers stopped");
     Ok(())
+}
+
+/// Enqueues closed store days every `cfg.every`.
+async fn schedule_loop(pg: sqlx::PgPool, prefix: String, cfg: SettlementsConfig, shutdown: Shutdown) {
+    loop {
+        match crate::settlements::schedule::enqueue_due(&pg, &prefix, chrono::Utc::now(), cfg.grace).await {
+            Ok(days) if !days.is_empty() => tracing::info!(count = days.len(), "settlements enqueued"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "settlement scheduling failed"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(cfg.every) => {}
+        }
+    }
 }

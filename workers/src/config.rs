@@ -12,6 +12,17 @@ pub struct Config {
     pub infra: platform::InfraSettings,
     pub retry: RetryPolicy,
     pub receipts: ReceiptsConfig,
+    pub settlements: SettlementsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SettlementsConfig {
+    /// Where settlement CSV files are written.
+    pub dir: PathBuf,
+    /// How long after a store's close-of-day its day is settled (late in-flight sales land first).
+    pub grace: Duration,
+    /// How often the scheduler looks for closed days; zero disables it.
+    pub every: Duration,
 }
 
 /// Bounded exponential backoff with jitter, shared by every job kind.
@@ -54,6 +65,11 @@ impl Config {
                 webhook_url: optional("RECEIPT_WEBHOOK_URL"),
                 dir: PathBuf::from(settings::string("RECEIPT_DIR", "var/receipts")),
                 timeout: settings::millis("DELIVERY_TIMEOUT_MS", 5_000)?,
+            },
+            settlements: SettlementsConfig {
+                dir: PathBuf::from(settings::string("SETTLEMENT_DIR", "var/settlements")),
+                grace: Duration::from_secs(60 * settings::parse("SETTLEMENT_GRACE_MINUTES", 30)?),
+                every: Duration::from_secs(settings::parse("SETTLEMENT_SCHEDULE_SECS", 60)?),
             },
         })
     }

@@ -16,3 +16,4 @@ pub mod dead_letters;
 pub mod jobs;
 pub mod receipts;
 pub mod runtime;
+pub mod settlements;

@@ -6,7 +6,10 @@
 //! captured) span them. `decide(order, command)` returns the events a command
 //! produces or a [`DomainError`]; `apply(order, event)` folds an event in.
 
-pub mod business_date;
+/// Business dates come from the shared calendar in `events`.
+pub mod business_date {
+    pub use events::calendar::business_date;
+}
 pub mod order;
 pub mod pricing;
 

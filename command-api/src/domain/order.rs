@@ -366,7 +366,9 @@ impl Order {
     pub fn apply(&mut self, event: &DomainEvent) {
         self.version += 1;
         match event {
-            DomainEvent::OrderCreated(_) | DomainEvent::DeviceTokenIssued(_) => {}
+            DomainEvent::OrderCreated(_)
+            | DomainEvent::DeviceTokenIssued(_)
+            | DomainEvent::SettlementCompleted(_) => {}
             DomainEvent::OrderCanceled(_) => self.status = OrderStatus::Canceled,
             DomainEvent::OrderCompleted(_) => self.status = OrderStatus::Completed,
             DomainEvent::PaymentCreated(e) => self.payments.push(Payment {

@@ -197,8 +197,8 @@ pub async fn save(
             DomainEvent::PaymentCreated(e) => insert_payment(conn, scope, after, e.payment_id, now).await?,
             DomainEvent::PaymentRefunded(e) => {
                 sqlx::query(
-                    "INSERT INTO refunds (id, payment_id, order_id, amount, reason, status, created_at)
-                     VALUES ($1, $2, $3, $4, $5, 'succeeded', $6)",
+                    "INSERT INTO refunds (id, payment_id, order_id, amount, reason, status, created_at, business_date)
+                     VALUES ($1, $2, $3, $4, $5, 'succeeded', $6, $7)",
                 )
                 .bind(e.refund_id)
                 .bind(e.payment_id)
@@ -206,6 +206,7 @@ pub async fn save(
                 .bind(e.amount)
                 .bind(&e.reason)
                 .bind(now)
+                .bind(e.business_date)
                 .execute(&mut *conn)
                 .await
                 .map_err(|err| match err.as_database_error() {
@@ -215,13 +216,20 @@ pub async fn save(
                 touched.insert(e.payment_id);
             }
             DomainEvent::PaymentAuthorized(e) => drop(touched.insert(e.payment_id)),
-            DomainEvent::PaymentCaptured(e) => drop(touched.insert(e.payment_id)),
+            DomainEvent::PaymentCaptured(e) => {
+                touched.insert(e.payment_id);
+                day_of(conn, e.payment_id, "captured_on", e.business_date).await?;
+            }
             DomainEvent::PaymentFailed(e) => drop(touched.insert(e.payment_id)),
-            DomainEvent::PaymentVoided(e) => drop(touched.insert(e.payment_id)),
+            DomainEvent::PaymentVoided(e) => {
+                touched.insert(e.payment_id);
+                day_of(conn, e.payment_id, "voided_on", e.business_date).await?;
+            }
             DomainEvent::OrderCreated(_)
             | DomainEvent::OrderCanceled(_)
             | DomainEvent::OrderCompleted(_)
-            | DomainEvent::DeviceTokenIssued(_) => {}
+            | DomainEvent::DeviceTokenIssued(_)
+            | DomainEvent::SettlementCompleted(_) => {}
         }
     }
     for payment_id in touched {
@@ -239,6 +247,21 @@ pub async fn save(
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Records the sales day a capture or void happened on (settlements count by it).
+async fn day_of(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+    column: &str,
+    day: NaiveDate,
+) -> Result<(), ApiError> {
+    sqlx::query(&format!("UPDATE payments SET {column} = $2 WHERE id = $1"))
+        .bind(payment_id)
+        .bind(day)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

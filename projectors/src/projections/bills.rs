@@ -42,7 +42,7 @@ pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError>
             .await?;
             Ok(())
         }
-        DomainEvent::DeviceTokenIssued(_) => Ok(()),
+        DomainEvent::DeviceTokenIssued(_) | DomainEvent::SettlementCompleted(_) => Ok(()),
         other => {
             if !advance(conn, e, env.subject).await? {
                 return Ok(());
@@ -150,7 +150,9 @@ async fn change(conn: &mut PgConnection, event: &DomainEvent, merchant_id: Uuid)
             .await?;
             recompute_totals(conn, r.order_id).await
         }
-        DomainEvent::OrderCreated(_) | DomainEvent::DeviceTokenIssued(_) => Ok(()),
+        DomainEvent::OrderCreated(_)
+        | DomainEvent::DeviceTokenIssued(_)
+        | DomainEvent::SettlementCompleted(_) => Ok(()),
     }
 }
 

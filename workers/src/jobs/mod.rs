@@ -1,3 +1,4 @@
 //! The job kinds, one file each.
 
 pub mod receipt;
+pub mod settlement;

@@ -1,4 +1,7 @@
-//! The business date of a sale: its store's sales day, fixed when it happens.
+//! Business dates: a store's sales day, fixed when a sale happens.
+//!
+//! Pure time arithmetic shared by the command API (dating sales) and the
+//! workers (knowing which days have closed).
 //!
 //! A sales day runs in the store's IANA time zone and ends at the store's
 //! close-of-day time (04:00 for a late bar): a sale at 02:30 local time on
