@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::domain::business_date::business_date;
 use crate::domain::{At, Command, Order};
 use crate::http::ApiError;
-use crate::http::extract::{DeviceCaller, IdempotencyKey};
+use crate::http::extract::{DeviceCaller, IdempotencyKey, IdempotencyScope};
 use crate::http::idempotency::{self, Claim, Recorded};
 use crate::store::orders::{self, Scope};
 use crate::store::outbox;
@@ -42,7 +42,7 @@ impl Success {
 /// Runs `work` once per idempotency key, in a transaction with the key's record.
 pub async fn run_idempotent<F>(
     state: &AppState,
-    caller: &DeviceCaller,
+    caller: &impl IdempotencyScope,
     key: IdempotencyKey,
     fingerprint: [u8; 32],
     work: F,

@@ -158,8 +158,18 @@ pub struct PaymentRefunded {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceTokenIssued {
     pub device_id: Uuid,
+    /// Tokens issued to this device so far, this one included.
+    pub tokens_issued: i64,
     pub expires_at: DateTime<Utc>,
     pub issued_at: DateTime<Utc>,
+}
+
+/// A terminal applied a configuration version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceConfigApplied {
+    pub device_id: Uuid,
+    pub version: i64,
+    pub applied_at: DateTime<Utc>,
 }
 
 /// One payment method's line of a settlement.
@@ -207,6 +217,7 @@ pub enum DomainEvent {
     PaymentVoided(PaymentVoided),
     PaymentRefunded(PaymentRefunded),
     DeviceTokenIssued(DeviceTokenIssued),
+    DeviceConfigApplied(DeviceConfigApplied),
     SettlementCompleted(SettlementCompleted),
 }
 
@@ -223,11 +234,12 @@ pub enum EventKind {
     PaymentVoided,
     PaymentRefunded,
     DeviceTokenIssued,
+    DeviceConfigApplied,
     SettlementCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         Self::OrderCreated,
         Self::OrderCanceled,
         Self::OrderCompleted,
@@ -238,6 +250,7 @@ impl EventKind {
         Self::PaymentVoided,
         Self::PaymentRefunded,
         Self::DeviceTokenIssued,
+        Self::DeviceConfigApplied,
         Self::SettlementCompleted,
     ];
 
@@ -254,6 +267,7 @@ impl EventKind {
             Self::PaymentVoided => ("payment", "voided", 1),
             Self::PaymentRefunded => ("payment", "refunded", 1),
             Self::DeviceTokenIssued => ("device", "token_issued", 1),
+            Self::DeviceConfigApplied => ("device", "config_applied", 1),
             Self::SettlementCompleted => ("settlement", "completed", 1),
         }
     }
@@ -302,6 +316,7 @@ impl DomainEvent {
             Self::PaymentVoided(_) => EventKind::PaymentVoided,
             Self::PaymentRefunded(_) => EventKind::PaymentRefunded,
             Self::DeviceTokenIssued(_) => EventKind::DeviceTokenIssued,
+            Self::DeviceConfigApplied(_) => EventKind::DeviceConfigApplied,
             Self::SettlementCompleted(_) => EventKind::SettlementCompleted,
         }
     }
@@ -319,6 +334,7 @@ impl DomainEvent {
             Self::PaymentVoided(e) => serde_json::to_vec(e),
             Self::PaymentRefunded(e) => serde_json::to_vec(e),
             Self::DeviceTokenIssued(e) => serde_json::to_vec(e),
+            Self::DeviceConfigApplied(e) => serde_json::to_vec(e),
             Self::SettlementCompleted(e) => serde_json::to_vec(e),
         };
         // Plain structs of strings, integers, dates and UUIDs always serialize.
@@ -344,6 +360,9 @@ impl DomainEvent {
             EventKind::DeviceTokenIssued => {
                 Self::DeviceTokenIssued(serde_json::from_slice(data).map_err(bad)?)
             }
+            EventKind::DeviceConfigApplied => {
+                Self::DeviceConfigApplied(serde_json::from_slice(data).map_err(bad)?)
+            }
             EventKind::SettlementCompleted => {
                 Self::SettlementCompleted(serde_json::from_slice(data).map_err(bad)?)
             }
@@ -365,6 +384,7 @@ impl DomainEvent {
             Self::PaymentVoided(e) => e.order_id,
             Self::PaymentRefunded(e) => e.order_id,
             Self::DeviceTokenIssued(e) => e.device_id,
+            Self::DeviceConfigApplied(e) => e.device_id,
             Self::SettlementCompleted(e) => e.settlement_id,
         }
     }

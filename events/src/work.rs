@@ -33,3 +33,14 @@ pub struct ReceiptJob {
 pub fn headers(kind: WorkKind, job_id: Uuid) -> Vec<(String, String)> {
     vec![(JOB_KIND.to_owned(), kind.token().to_owned()), (JOB_ID.to_owned(), job_id.to_string())]
 }
+
+/// Resolve the effective configuration of the devices a change affects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSyncJob {
+    pub job_id: Uuid,
+    pub merchant_id: Uuid,
+    /// Set for a store-level change.
+    pub store_id: Option<Uuid>,
+    /// Set for a device-level change.
+    pub device_id: Option<Uuid>,
+}

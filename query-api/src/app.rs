@@ -22,6 +22,8 @@ pub struct AppState {
     pub pg: sqlx::PgPool,
     pub jwt: JwtKeys,
     pub max_wait: Duration,
+    /// `(device, version)` notices from the device-sync worker, for long polls.
+    pub config_changes: tokio::sync::broadcast::Sender<(uuid::Uuid, i64)>,
 }
 
 #[derive(OpenApi)]
@@ -56,6 +58,7 @@ pub fn router(state: AppState, deps: Dependencies) -> Router {
         .routes(routes!(orders::list::list_orders))
         .routes(routes!(stores::sales::store_sales))
         .routes(routes!(devices::get::get_device))
+        .routes(routes!(devices::config::device_config))
         .with_state(state)
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
@@ -67,13 +70,32 @@ pub fn router(state: AppState, deps: Dependencies) -> Router {
         .merge(health::router(deps))
 }
 
+/// Core-NATS config notices to the long polls waiting in this process.
+async fn forward_notices(
+    mut notices: async_nats::Subscriber,
+    to: tokio::sync::broadcast::Sender<(uuid::Uuid, i64)>,
+) {
+    use futures_util::StreamExt;
+    while let Some(msg) = notices.next().await {
+        let device = msg.subject.rsplit('.').next().and_then(|d| uuid::Uuid::parse_str(d).ok());
+        let version = std::str::from_utf8(&msg.payload).ok().and_then(|v| v.parse().ok());
+        if let (Some(d), Some(v)) = (device, version) {
+            let _ = to.send((d, v));
+        }
+    }
+}
+
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = platform::metrics::handle();
     let infra = &config.infra;
     let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
     let nats = platform::connect::nats(&infra.nats_url, "query-api").await?;
     let redis = platform::connect::redis(&infra.redis_url)?;
-    let state = AppState { pg: pg.clone(), jwt: config.jwt.clone(), max_wait: config.max_wait };
+    let (config_changes, _) = tokio::sync::broadcast::channel(1024);
+    let state =
+        AppState { pg: pg.clone(), jwt: config.jwt.clone(), max_wait: config.max_wait, config_changes };
+    let notices = nats.subscribe(format!("{}.device_config.*", infra.subject_prefix)).await?;
+    tokio::spawn(forward_notices(notices, state.config_changes.clone()));
     let deps = Dependencies { pg: pg.clone(), nats, redis, critical: vec!["postgres"] };
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
     let stop = shutdown.clone();

@@ -15,6 +15,8 @@ pub struct Reader {
     pub merchant_id: Uuid,
     /// `Some` for device tokens: confined to that store.
     pub store_id: Option<Uuid>,
+    /// `Some` for device tokens.
+    pub device_id: Option<Uuid>,
 }
 
 impl Reader {
@@ -36,8 +38,12 @@ impl FromRequestParts<AppState> for Reader {
             .ok_or(ApiError::Unauthenticated)?;
         let claims = state.jwt.verify(token.trim()).map_err(|_| ApiError::Unauthenticated)?;
         match (claims.role, claims.mer, claims.sto) {
-            (Role::Portal, Some(merchant_id), _) => Ok(Self { merchant_id, store_id: None }),
-            (Role::Device, Some(merchant_id), Some(store)) => Ok(Self { merchant_id, store_id: Some(store) }),
+            (Role::Portal, Some(merchant_id), _) => Ok(Self { merchant_id, store_id: None, device_id: None }),
+            (Role::Device, Some(merchant_id), Some(store)) => Ok(Self {
+                merchant_id,
+                store_id: Some(store),
+                device_id: Some(Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthenticated)?),
+            }),
             (Role::Operator, _, _) => Err(ApiError::Forbidden),
             _ => Err(ApiError::Unauthenticated),
         }

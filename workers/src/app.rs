@@ -5,6 +5,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::config::SettlementsConfig;
+use crate::jobs::device_sync::DeviceSyncHandler;
 use crate::jobs::receipt::ReceiptHandler;
 use crate::jobs::settlement::SettlementHandler;
 use crate::receipts::delivery::{Mailer, Webhook};
@@ -37,7 +38,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         subject_prefix: infra.subject_prefix.clone(),
         dir: config.settlements.dir.clone(),
     };
-    let handlers: Vec<Arc<dyn Handler>> = vec![Arc::new(receipts), Arc::new(settlements)];
+    let device_sync = DeviceSyncHandler {
+        pg: pg.clone(),
+        nats: nats.clone(),
+        subject_prefix: infra.subject_prefix.clone(),
+    };
+    let handlers: Vec<Arc<dyn Handler>> =
+        vec![Arc::new(receipts), Arc::new(settlements), Arc::new(device_sync)];
     let mut tasks = tokio::task::JoinSet::new();
     for handler in handlers {
         tasks.spawn(runtime.clone().run(handler, shutdown.clone()));

@@ -368,6 +368,7 @@ impl Order {
         match event {
             DomainEvent::OrderCreated(_)
             | DomainEvent::DeviceTokenIssued(_)
+            | DomainEvent::DeviceConfigApplied(_)
             | DomainEvent::SettlementCompleted(_) => {}
             DomainEvent::OrderCanceled(_) => self.status = OrderStatus::Canceled,
             DomainEvent::OrderCompleted(_) => self.status = OrderStatus::Completed,

@@ -116,24 +116,59 @@ pub struct DeviceCaller {
     pub store_id: Uuid,
 }
 
-impl DeviceCaller {
-    /// The idempotency scope of this caller.
-    pub fn scope(&self) -> String {
+/// Who an idempotency key belongs to: keys are scoped per authenticated caller.
+pub trait IdempotencyScope {
+    fn scope(&self) -> String;
+}
+
+impl IdempotencyScope for DeviceCaller {
+    fn scope(&self) -> String {
         format!("device:{}", self.device_id)
     }
+}
+
+/// A portal user, acting for one merchant.
+#[derive(Debug, Clone)]
+pub struct PortalCaller {
+    pub subject: String,
+    pub merchant_id: Uuid,
+}
+
+impl IdempotencyScope for PortalCaller {
+    fn scope(&self) -> String {
+        format!("portal:{}:{}", self.merchant_id, self.subject)
+    }
+}
+
+impl FromRequestParts<AppState> for PortalCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let claims = bearer(parts, state)?;
+        match (claims.role, claims.mer) {
+            (Role::Portal, Some(merchant_id)) => Ok(Self { subject: claims.sub, merchant_id }),
+            (Role::Portal, None) => Err(ApiError::Unauthenticated),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// The verified claims of the request's bearer token.
+fn bearer(parts: &Parts, state: &AppState) -> Result<platform::auth::Claims, ApiError> {
+    let token = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .ok_or(ApiError::Unauthenticated)?;
+    state.jwt.verify(token.trim()).map_err(|_| ApiError::Unauthenticated)
 }
 
 impl FromRequestParts<AppState> for DeviceCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or(ApiError::Unauthenticated)?;
-        let claims = state.jwt.verify(token.trim()).map_err(|_| ApiError::Unauthenticated)?;
+        let claims = bearer(parts, state)?;
         if claims.role != Role::Device {
             return Err(ApiError::Forbidden);
         }

@@ -1,5 +1,6 @@
 //! The command API's routes, one file per command.
 
+pub mod config;
 pub mod devices;
 pub mod orders;
 pub mod payments;

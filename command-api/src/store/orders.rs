@@ -229,6 +229,7 @@ pub async fn save(
             | DomainEvent::OrderCanceled(_)
             | DomainEvent::OrderCompleted(_)
             | DomainEvent::DeviceTokenIssued(_)
+            | DomainEvent::DeviceConfigApplied(_)
             | DomainEvent::SettlementCompleted(_) => {}
         }
     }

@@ -42,7 +42,9 @@ pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError>
             .await?;
             Ok(())
         }
-        DomainEvent::DeviceTokenIssued(_) | DomainEvent::SettlementCompleted(_) => Ok(()),
+        DomainEvent::DeviceTokenIssued(_)
+        | DomainEvent::DeviceConfigApplied(_)
+        | DomainEvent::SettlementCompleted(_) => Ok(()),
         other => {
             if !advance(conn, e, env.subject).await? {
                 return Ok(());
@@ -152,6 +154,7 @@ async fn change(conn: &mut PgConnection, event: &DomainEvent, merchant_id: Uuid)
         }
         DomainEvent::OrderCreated(_)
         | DomainEvent::DeviceTokenIssued(_)
+        | DomainEvent::DeviceConfigApplied(_)
         | DomainEvent::SettlementCompleted(_) => Ok(()),
     }
 }

@@ -1,4 +1,5 @@
-//! Device status: when each terminal was last seen, its last order, its tokens.
+//! Device status: when each terminal was last seen, its last order, its
+//! tokens, and the configuration version it reported applying.
 //!
 //! One upsert per event from a device; every column only moves forward
 //! (`GREATEST`), so re-applying an event changes nothing.
@@ -19,13 +20,17 @@ pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError>
         _ => (None, None),
     };
     let (tokens, token_at) = match &e.event {
-        DomainEvent::DeviceTokenIssued(t) => (env.sequence, Some(t.issued_at)),
+        DomainEvent::DeviceTokenIssued(t) => (t.tokens_issued, Some(t.issued_at)),
         _ => (0, None),
+    };
+    let (config_version, applied_at) = match &e.event {
+        DomainEvent::DeviceConfigApplied(c) => (Some(c.version), Some(c.applied_at)),
+        _ => (None, None),
     };
     sqlx::query(
         "INSERT INTO device_status (device_id, merchant_id, store_id, last_seen_at, last_order_id, last_order_at,
-                                    tokens_issued, last_token_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                    tokens_issued, last_token_at, config_version, config_applied_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (device_id) DO UPDATE SET
            last_seen_at = GREATEST(device_status.last_seen_at, EXCLUDED.last_seen_at),
            last_order_id = CASE WHEN EXCLUDED.last_order_at IS NOT NULL
@@ -33,7 +38,9 @@ pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError>
                             THEN EXCLUDED.last_order_id ELSE device_status.last_order_id END,
            last_order_at = GREATEST(device_status.last_order_at, EXCLUDED.last_order_at),
            tokens_issued = GREATEST(device_status.tokens_issued, EXCLUDED.tokens_issued),
-           last_token_at = GREATEST(device_status.last_token_at, EXCLUDED.last_token_at)",
+           last_token_at = GREATEST(device_status.last_token_at, EXCLUDED.last_token_at),
+           config_version = GREATEST(device_status.config_version, EXCLUDED.config_version),
+           config_applied_at = GREATEST(device_status.config_applied_at, EXCLUDED.config_applied_at)",
     )
     .bind(device_id)
     .bind(env.merchant_id)
@@ -43,6 +50,8 @@ pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError>
     .bind(order_at)
     .bind(tokens)
     .bind(token_at)
+    .bind(config_version)
+    .bind(applied_at)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -1,4 +1,5 @@
 //! The job kinds, one file each.
 
+pub mod device_sync;
 pub mod receipt;
 pub mod settlement;

@@ -1,3 +1,4 @@
 //! Device endpoints.
 
+pub mod config_ack;
 pub mod token;

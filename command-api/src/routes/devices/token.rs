@@ -78,8 +78,9 @@ pub async fn issue_token(
     }
     let now = Utc::now();
     let token = state.jwt.issue(&device_claims(req.device_id, merchant_id, store_id, now))?;
-    let count: i64 = sqlx::query_scalar(
-        "UPDATE devices SET token_count = token_count + 1, last_token_at = $2 WHERE id = $1 RETURNING token_count",
+    let (tokens, seq): (i64, i64) = sqlx::query_as(
+        "UPDATE devices SET token_count = token_count + 1, event_seq = event_seq + 1, last_token_at = $2
+          WHERE id = $1 RETURNING token_count, event_seq",
     )
     .bind(req.device_id)
     .bind(now)
@@ -87,11 +88,12 @@ pub async fn issue_token(
     .await?;
     let event = DomainEvent::DeviceTokenIssued(DeviceTokenIssued {
         device_id: req.device_id,
+        tokens_issued: tokens,
         expires_at: now + chrono::Duration::seconds(DEVICE_TOKEN_SECS),
         issued_at: now,
     });
     let scope = Scope { merchant_id, store_id, device_id: req.device_id };
-    outbox::append(&mut tx, &state.subject_prefix, scope, count - 1, &[event], now).await?;
+    outbox::append(&mut tx, &state.subject_prefix, scope, seq - 1, &[event], now).await?;
     tx.commit().await?;
     Ok(Json(TokenBody { access_token: token, token_type: "Bearer", expires_in: DEVICE_TOKEN_SECS })
         .into_response())

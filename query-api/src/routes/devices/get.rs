@@ -24,6 +24,9 @@ pub struct DeviceStatus {
     pub last_order_at: Option<DateTime<Utc>>,
     pub tokens_issued: i64,
     pub last_token_at: Option<DateTime<Utc>>,
+    /// Configuration version the terminal reported applying.
+    pub config_version: Option<i64>,
+    pub config_applied_at: Option<DateTime<Utc>>,
 }
 
 #[utoipa::path(
@@ -42,7 +45,8 @@ pub async fn get_device(
 ) -> Result<Json<DeviceStatus>, ApiError> {
     let device_id = path_id(&id, "device")?;
     let row = sqlx::query_as::<_, DeviceStatus>(
-        "SELECT device_id, merchant_id, store_id, last_seen_at, last_order_id, last_order_at, tokens_issued, last_token_at
+        "SELECT device_id, merchant_id, store_id, last_seen_at, last_order_id, last_order_at, tokens_issued, last_token_at,
+                config_version, config_applied_at
            FROM rm_devices.device_status WHERE device_id = $1",
     )
     .bind(device_id)

@@ -1,3 +1,4 @@
-//! `GET /v1/devices/{id}`.
+//! `GET /v1/devices/{id}` and the terminals' configuration long poll.
 
+pub mod config;
 pub mod get;

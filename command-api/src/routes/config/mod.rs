@@ -1,0 +1,3 @@
+//! Device configuration, set by the portal.
+
+pub mod set;
