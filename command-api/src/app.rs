@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::http::ApiError;
-use crate::routes::{config, devices, orders, payments};
+use crate::routes::{config, devices, orders, payments, reports};
 use crate::{janitor, openapi, relay};
 use platform::Shutdown;
 use platform::health::{self, Dependencies};
@@ -43,6 +43,7 @@ pub fn router(state: AppState, deps: Dependencies, body_limit: usize) -> Router 
         .routes(routes!(payments::refund::refund_payment))
         .routes(routes!(config::set::set_config))
         .routes(routes!(devices::config_ack::ack_config))
+        .routes(routes!(reports::create::create_report))
         .with_state(state)
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);

@@ -44,3 +44,11 @@ pub struct DeviceSyncJob {
     /// Set for a device-level change.
     pub device_id: Option<Uuid>,
 }
+
+/// Produce a report's CSV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportJob {
+    pub job_id: Uuid,
+    pub report_id: Uuid,
+    pub merchant_id: Uuid,
+}

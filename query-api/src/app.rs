@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::routes::{bills, devices, orders, stores};
+use crate::routes::{bills, devices, orders, reports, stores};
 use platform::Shutdown;
 use platform::auth::JwtKeys;
 use platform::health::{self, Dependencies};
@@ -59,6 +59,8 @@ pub fn router(state: AppState, deps: Dependencies) -> Router {
         .routes(routes!(stores::sales::store_sales))
         .routes(routes!(devices::get::get_device))
         .routes(routes!(devices::config::device_config))
+        .routes(routes!(reports::get::get_report))
+        .routes(routes!(reports::download::download_report))
         .with_state(state)
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);

@@ -16,6 +16,8 @@ pub enum ApiError {
     Forbidden,
     #[error("the {0} does not exist")]
     NotFound(&'static str),
+    #[error("{0}")]
+    NotReady(&'static str),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(&'static str),
     #[error("internal error")]
@@ -34,6 +36,7 @@ impl ApiError {
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            Self::NotReady(_) => (StatusCode::CONFLICT, "not-ready"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "dependency-unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

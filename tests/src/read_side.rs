@@ -143,6 +143,7 @@ impl Workers {
                 // Tests drive the scheduler with their own clock.
                 every: Duration::ZERO,
             },
+            reports_dir: receipt_dir.join("reports"),
         };
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(workers::app::run(config, listener, shutdown.clone()));

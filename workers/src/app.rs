@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::config::SettlementsConfig;
 use crate::jobs::device_sync::DeviceSyncHandler;
 use crate::jobs::receipt::ReceiptHandler;
+use crate::jobs::report::ReportHandler;
 use crate::jobs::settlement::SettlementHandler;
 use crate::receipts::delivery::{Mailer, Webhook};
 use crate::runtime::{Handler, Runtime};
@@ -43,8 +44,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         nats: nats.clone(),
         subject_prefix: infra.subject_prefix.clone(),
     };
+    let reports = ReportHandler { pg: pg.clone(), dir: config.reports_dir.clone() };
     let handlers: Vec<Arc<dyn Handler>> =
-        vec![Arc::new(receipts), Arc::new(settlements), Arc::new(device_sync)];
+        vec![Arc::new(receipts), Arc::new(settlements), Arc::new(device_sync), Arc::new(reports)];
     let mut tasks = tokio::task::JoinSet::new();
     for handler in handlers {
         tasks.spawn(runtime.clone().run(handler, shutdown.clone()));

@@ -13,6 +13,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     pub receipts: ReceiptsConfig,
     pub settlements: SettlementsConfig,
+    /// Where report files are written (the query API serves them from here).
+    pub reports_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,7 @@ impl Config {
                 grace: Duration::from_secs(60 * settings::parse("SETTLEMENT_GRACE_MINUTES", 30)?),
                 every: Duration::from_secs(settings::parse("SETTLEMENT_SCHEDULE_SECS", 60)?),
             },
+            reports_dir: PathBuf::from(settings::string("REPORT_DIR", "var/reports")),
         })
     }
 }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod devices;
 pub mod orders;
 pub mod payments;
+pub mod reports;
 
 use serde::Serialize;
 use utoipa::ToSchema;

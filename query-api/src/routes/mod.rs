@@ -3,6 +3,7 @@
 pub mod bills;
 pub mod devices;
 pub mod orders;
+pub mod reports;
 pub mod stores;
 
 /// Reads a path id; a malformed id names nothing that exists.

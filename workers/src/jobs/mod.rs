@@ -2,4 +2,5 @@
 
 pub mod device_sync;
 pub mod receipt;
+pub mod report;
 pub mod settlement;

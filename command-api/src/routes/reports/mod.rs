@@ -1,0 +1,3 @@
+//! Reports, requested by the portal.
+
+pub mod create;
