@@ -132,6 +132,10 @@ pub struct WebhookSink {
     pub failures: Failures,
     /// Status answered while failing.
     pub fail_status: Arc<AtomicI64>,
+    /// Requests that arrived (answered or not).
+    pub arrivals: Arc<AtomicI64>,
+    /// The first request is answered only after this many milliseconds.
+    pub hold_first_ms: Arc<AtomicI64>,
 }
 
 #[derive(Clone)]
@@ -139,9 +143,12 @@ struct SinkState {
     calls: Arc<Mutex<Vec<Call>>>,
     failures: Failures,
     fail_status: Arc<AtomicI64>,
+    arrivals: Arc<AtomicI64>,
+    hold_first_ms: Arc<AtomicI64>,
 }
 
 async fn receive(State(s): State<SinkState>, headers: HeaderMap, body: String) -> StatusCode {
+    let first = s.arrivals.fetch_add(1, Ordering::SeqCst) == 0;
     let failing = s.failures.take();
     let status = if failing {
         StatusCode::from_u16(s.fail_status.load(Ordering::SeqCst) as u16)
@@ -149,6 +156,7 @@ async fn receive(State(s): State<SinkState>, headers: HeaderMap, body: String) -
     } else {
         StatusCode::OK
     };
+    // Recorded on arrival: a caller that dies while the answer is held still counts as a call.
     let call = Call {
         idempotency_key: headers
             .get("idempotency-key")
@@ -161,6 +169,10 @@ async fn receive(State(s): State<SinkState>, headers: HeaderMap, body: String) -
     if let Ok(mut c) = s.calls.lock() {
         c.push(call);
     }
+    let hold = s.hold_first_ms.load(Ordering::SeqCst);
+    if first && hold > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(hold as u64)).await;
+    }
     status
 }
 
@@ -172,12 +184,16 @@ impl WebhookSink {
             calls: Arc::new(Mutex::new(Vec::new())),
             failures: Failures::default(),
             fail_status: Arc::new(AtomicI64::new(503)),
+            arrivals: Arc::new(AtomicI64::new(0)),
+            hold_first_ms: Arc::new(AtomicI64::new(0)),
         };
         let sink = Self {
             url,
             calls: state.calls.clone(),
             failures: state.failures.clone(),
             fail_status: state.fail_status.clone(),
+            arrivals: state.arrivals.clone(),
+            hold_first_ms: state.hold_first_ms.clone(),
         };
         let app = axum::Router::new().route("/sms", axum::routing::post(receive)).with_state(state);
         tokio::spawn(async move {

@@ -209,3 +209,64 @@ async fn a_permanent_failure_is_dead_lettered_without_retrying() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_leaves_it_to_be_redelivered_and_the_effect_happens_once() {
+    let env = TestEnv::new().await;
+    // Redeliver quickly once the worker stops reporting progress.
+    let js = async_nats::jetstream::new(async_nats::connect(&env.nats_url).await.expect("nats"));
+    let stream = js.get_stream(format!("{}_WORK_RECEIPTS", env.stream_prefix)).await.expect("stream");
+    let name = format!("{}_WORKER_RECEIPTS", env.stream_prefix);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&name).await.expect("consumer");
+    let mut config = consumer.info().await.expect("info").config.clone();
+    config.ack_wait = Duration::from_secs(1);
+    stream.update_consumer(config).await.expect("shorter ack wait");
+
+    let app = TestApp::spawn(&env).await;
+    let sms = WebhookSink::start().await;
+    sms.hold_first_ms.store(3_000, std::sync::atomic::Ordering::SeqCst);
+    let vars = |port: u16| {
+        vec![
+            ("DATABASE_URL", env.database_url.clone()),
+            ("NATS_URL", env.nats_url.clone()),
+            ("REDIS_URL", env.redis_url.clone()),
+            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
+            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
+            ("WORKERS_ADDR", format!("127.0.0.1:{port}")),
+            ("RECEIPT_WEBHOOK_URL", sms.url.clone()),
+            (
+                "RECEIPT_DIR",
+                std::env::temp_dir().join(format!("rc-{}", env.stream_prefix)).display().to_string(),
+            ),
+            ("SETTLEMENT_SCHEDULE_SECS", "0".to_owned()),
+            ("JOB_RETRY_FIRST_MS", "50".to_owned()),
+        ]
+    };
+    let mut first = process::spawn("workers", &vars(smartpos_tests::nats_server::free_port()));
+    let m = env.merchant(1).await;
+    let token = app.token(&m, 0).await;
+    order_with(&app, &token, json!({"phone": "+819012345678"}), true).await;
+    // The worker is inside the delivery, waiting for the gateway: kill it there.
+    eventually(Duration::from_secs(20), "the first delivery to reach the gateway", || async {
+        (sms.arrivals.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    first.kill().await.expect("SIGKILL");
+    let mut second = process::spawn("workers", &vars(smartpos_tests::nats_server::free_port()));
+    eventually(Duration::from_secs(30), "the redelivered job to complete", || async {
+        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM job_runs").fetch_one(&env.pg).await.ok()?;
+        (runs == 1).then_some(())
+    })
+    .await;
+    second.kill().await.expect("kill");
+    let calls = sms.calls();
+    assert_eq!(calls.len(), 2, "the killed delivery and its redelivery");
+    let keys: HashSet<&str> = calls.iter().map(|c| c.idempotency_key.as_str()).collect();
+    assert_eq!(keys.len(), 1, "every attempt carried the same idempotency key, so the gateway delivers once");
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM receipts").fetch_one(&env.pg).await.expect("count");
+    assert_eq!(delivered, 1);
+    app.stop().await;
+    env.cleanup().await;
+}
