@@ -28,6 +28,7 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub subject_prefix: String,
     pub idempotency_ttl: Duration,
+    pub limits: crate::http::rate_limit::Limits,
 }
 
 /// The API router: every route is registered with its OpenAPI description.
@@ -48,15 +49,16 @@ pub fn router(state: AppState, deps: Dependencies, body_limit: usize) -> Router 
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     api.route("/openapi.json", axum::routing::get(move || async move { Json((*spec).clone()) }))
+        .merge(health::router(deps))
         .fallback(|| async { ApiError::BadPath("no such route".into()) })
         .method_not_allowed_fallback(|| async { platform::problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(platform::correlation::layer))
         .layer(middleware::from_fn(platform::http_metrics::record))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
-        .merge(health::router(deps))
 }
 
 /// Connects, starts the relay and janitor, and serves until `shutdown`.
@@ -72,6 +74,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         jwt: config.jwt.clone(),
         subject_prefix: infra.subject_prefix.clone(),
         idempotency_ttl: config.idempotency_ttl,
+        limits: config.limits,
     };
     let deps = Dependencies { pg: pg.clone(), nats: nats.clone(), redis, critical: vec!["postgres"] };
     let mut tasks = tokio::task::JoinSet::new();

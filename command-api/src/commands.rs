@@ -54,6 +54,7 @@ where
     if let Some(recorded) = idempotency::cached(&state.redis, &scope, &key.0).await {
         return recorded.replay(&fingerprint);
     }
+    let started = std::time::Instant::now();
     let mut tx = state.pg.begin().await?;
     if let Claim::Done(recorded) = idempotency::claim(&mut tx, &scope, &key.0).await? {
         drop(tx);
@@ -68,6 +69,8 @@ where
     let recorded = Recorded { request_hash: fingerprint.to_vec(), status: status.as_u16(), body };
     idempotency::record(&mut tx, &scope, &key.0, &recorded).await?;
     tx.commit().await?;
+    metrics::histogram!("db_query_duration_seconds", "operation" => "command_transaction")
+        .record(started.elapsed().as_secs_f64());
     idempotency::remember(&state.redis, &scope, &key.0, &recorded, state.idempotency_ttl).await;
     Ok(respond(&recorded))
 }

@@ -17,6 +17,7 @@ pub struct Config {
     pub relay: RelayConfig,
     /// How long idempotency records are kept (never less than 24 h).
     pub idempotency_ttl: Duration,
+    pub limits: crate::http::rate_limit::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +48,10 @@ impl Config {
                 retention: Duration::from_secs(settings::parse("OUTBOX_RETENTION_SECS", 3_600)?),
             },
             idempotency_ttl: Duration::from_secs(ttl_hours * 3_600),
+            limits: crate::http::rate_limit::Limits {
+                per_device: settings::parse("RATE_LIMIT_DEVICE_PER_MIN", 600)?,
+                per_merchant: settings::parse("RATE_LIMIT_MERCHANT_PER_MIN", 60_000)?,
+            },
         })
     }
 }

@@ -63,6 +63,13 @@ pub async fn sweep(
     .fetch_one(pg)
     .await?;
     metrics::gauge!("outbox_backlog").set(backlog as f64);
+    // A terminal renews its 90-second token while it works: two missed renewals mean offline.
+    let online: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM devices WHERE last_token_at > now() - interval '180 seconds'",
+    )
+    .fetch_one(pg)
+    .await?;
+    metrics::gauge!("devices_online").set(online as f64);
     metrics::gauge!("outbox_oldest_age_seconds").set(oldest.unwrap_or(0.0));
     Ok((outbox, keys))
 }

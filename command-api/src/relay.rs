@@ -27,6 +27,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::time::{Duration, Instant};
 
 use crate::config::RelayConfig;
+use events::DomainEvent;
 use platform::Shutdown;
 
 /// Key of the advisory lock that elects the publishing relay.
@@ -132,6 +133,7 @@ impl Relay {
 
     /// The next unpublished rows, oldest first.
     pub async fn fetch(&self) -> anyhow::Result<Vec<OutboxRow>> {
+        let started = Instant::now();
         let rows = sqlx::query_as::<_, OutboxRow>(
             "SELECT id, event_id, subject, headers, payload FROM outbox
               WHERE published_at IS NULL ORDER BY id LIMIT $1",
@@ -139,6 +141,8 @@ impl Relay {
         .bind(self.cfg.batch)
         .fetch_all(&self.pg)
         .await?;
+        metrics::histogram!("db_query_duration_seconds", "operation" => "outbox_fetch")
+            .record(started.elapsed().as_secs_f64());
         Ok(rows)
     }
 
@@ -177,6 +181,7 @@ impl Relay {
             }
         }
         metrics::counter!("relay_published_total").increment(acked.len() as u64);
+        count_payments(rows.iter().filter(|r| acked.contains(&r.id)));
         metrics::histogram!("relay_publish_batch_seconds").record(started.elapsed().as_secs_f64());
         (acked, failure)
     }
@@ -190,6 +195,33 @@ impl Relay {
             .execute(&self.pg)
             .await?;
         Ok(())
+    }
+}
+
+/// `payments_total{payment_method,status}` and `payment_amount_total{currency}` from
+/// the payment events just stored: counted once each, when they are published.
+fn count_payments<'a>(rows: impl Iterator<Item = &'a OutboxRow>) {
+    use events::DomainEvent as E;
+    for row in rows {
+        let Some((_, ty)) = row.headers.0.iter().find(|(k, _)| k == "ce-type") else { continue };
+        if !ty.starts_with("com.smartpos.payment.") {
+            continue;
+        }
+        let (method, status) = match DomainEvent::from_data(ty, &row.payload) {
+            Ok(E::PaymentCreated(e)) => (e.method, "pending"),
+            Ok(E::PaymentAuthorized(e)) => (e.method, "authorized"),
+            Ok(E::PaymentCaptured(e)) => {
+                metrics::counter!("payment_amount_total", "currency" => e.currency.code())
+                    .increment(e.amount as u64);
+                (e.method, "captured")
+            }
+            Ok(E::PaymentFailed(e)) => (e.method, "failed"),
+            Ok(E::PaymentVoided(e)) => (e.method, "voided"),
+            Ok(E::PaymentRefunded(e)) => (e.method, "refunded"),
+            _ => continue,
+        };
+        metrics::counter!("payments_total", "payment_method" => method.as_str(), "status" => status)
+            .increment(1);
     }
 }
 

@@ -108,6 +108,7 @@ pub struct PaymentCreated {
 pub struct PaymentAuthorized {
     pub payment_id: Uuid,
     pub order_id: Uuid,
+    pub method: PaymentMethod,
     pub auth_code: Option<String>,
     pub authorized_at: DateTime<Utc>,
 }
@@ -129,6 +130,7 @@ pub struct PaymentCaptured {
 pub struct PaymentFailed {
     pub payment_id: Uuid,
     pub order_id: Uuid,
+    pub method: PaymentMethod,
     pub reason: Option<String>,
     pub failed_at: DateTime<Utc>,
 }
@@ -137,6 +139,7 @@ pub struct PaymentFailed {
 pub struct PaymentVoided {
     pub payment_id: Uuid,
     pub order_id: Uuid,
+    pub method: PaymentMethod,
     pub business_date: NaiveDate,
     pub voided_at: DateTime<Utc>,
 }
@@ -417,6 +420,7 @@ mod tests {
         let event = DomainEvent::PaymentVoided(PaymentVoided {
             payment_id: Uuid::nil(),
             order_id: Uuid::max(),
+            method: PaymentMethod::Cash,
             business_date: voided_at.date_naive(),
             voided_at,
         });

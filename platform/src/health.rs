@@ -32,7 +32,9 @@ async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(deps): State<Dependencies>) -> impl IntoResponse {
+    metrics::gauge!("db_connection_pool_size").set(f64::from(deps.pg.size()));
+    metrics::gauge!("db_connection_pool_available").set(deps.pg.num_idle() as f64);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render())
 }
 

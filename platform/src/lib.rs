@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod connect;
+pub mod correlation;
 pub mod health;
 pub mod http_metrics;
 pub mod metrics;

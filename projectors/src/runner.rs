@@ -203,6 +203,8 @@ impl Runner {
         metrics::counter!("projection_events_applied_total", "projection" => name).increment(applied.applied);
         metrics::histogram!("projection_batch_seconds", "projection" => name)
             .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("db_query_duration_seconds", "operation" => "projection_batch")
+            .record(started.elapsed().as_secs_f64());
         metrics::gauge!("projection_checkpoint", "projection" => name).set(applied.checkpoint as f64);
         if let Some(e) = poison {
             return Err(Lead::Stalled(e.seq(), e.to_string()));

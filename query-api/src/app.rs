@@ -65,11 +65,12 @@ pub fn router(state: AppState, deps: Dependencies) -> Router {
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     api.route("/openapi.json", axum::routing::get(move || async move { Json((*spec).clone()) }))
+        .merge(health::router(deps))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { platform::problem::method_not_allowed() })
+        .layer(middleware::from_fn(platform::correlation::layer))
         .layer(middleware::from_fn(platform::http_metrics::record))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
-        .merge(health::router(deps))
 }
 
 /// Core-NATS config notices to the long polls waiting in this process.

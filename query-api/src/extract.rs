@@ -37,6 +37,12 @@ impl FromRequestParts<AppState> for Reader {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or(ApiError::Unauthenticated)?;
         let claims = state.jwt.verify(token.trim()).map_err(|_| ApiError::Unauthenticated)?;
+        let kind = match claims.role {
+            Role::Portal => "portal",
+            Role::Device => "device",
+            Role::Operator => "operator",
+        };
+        platform::correlation::record_caller(kind, &claims.sub, claims.mer, claims.sto);
         match (claims.role, claims.mer, claims.sto) {
             (Role::Portal, Some(merchant_id), _) => Ok(Self { merchant_id, store_id: None, device_id: None }),
             (Role::Device, Some(merchant_id), Some(store)) => Ok(Self {

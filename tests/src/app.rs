@@ -63,6 +63,8 @@ impl TestApp {
                 retention: Duration::from_secs(3600),
             },
             idempotency_ttl: Duration::from_secs(48 * 3600),
+            // Off here; the rate-limit tests set their own.
+            limits: command_api::http::rate_limit::Limits { per_device: 0, per_merchant: 0 },
         };
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(command_api::run(config, listener, shutdown.clone()));
@@ -71,6 +73,49 @@ impl TestApp {
 
     pub async fn spawn(env: &TestEnv) -> Self {
         Self::spawn_with(env, &env.nats_url, true).await
+    }
+
+    /// With its own Redis and rate limits.
+    pub async fn spawn_limited(
+        env: &TestEnv,
+        redis_url: &str,
+        limits: command_api::http::rate_limit::Limits,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut infra = env.infra(&env.nats_url);
+        infra.redis_url = redis_url.to_owned();
+        let config = Config {
+            addr: listener.local_addr().expect("addr"),
+            infra,
+            jwt: env.keys.clone(),
+            body_limit: 64 * 1024,
+            relay: RelayConfig {
+                enabled: true,
+                batch: 512,
+                poll_interval: Duration::from_millis(500),
+                retention: Duration::from_secs(3600),
+            },
+            idempotency_ttl: Duration::from_secs(48 * 3600),
+            limits,
+        };
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(command_api::run(config, listener, shutdown.clone()));
+        Self { base, client: reqwest::Client::new(), shutdown, handle }
+    }
+
+    /// `GET path` with extra headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let raw = resp.bytes().await.expect("body").to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Reply { status, headers, body, raw }
     }
 
     /// Stops the app gracefully and waits for it.

@@ -12,6 +12,7 @@ pub mod env;
 pub mod nats_server;
 pub mod process;
 pub mod read_side;
+pub mod redis_server;
 pub mod sinks;
 pub mod stream;
 

@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::RetryPolicy;
@@ -158,8 +159,15 @@ impl Runtime {
             attempt,
             payload: msg.payload.clone(),
         };
+        let correlation = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(platform::correlation::WORK_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        let span = tracing::info_span!("job", kind = kind.token(), job_id = %job_id, attempt, correlation_id = %correlation);
         let started = Instant::now();
-        let result = keep_alive(msg, ack_wait, handler.handle(&job)).await;
+        let result = keep_alive(msg, ack_wait, handler.handle(&job)).instrument(span.clone()).await;
         metrics::histogram!("job_duration_seconds", "kind" => kind.token())
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -168,14 +176,14 @@ impl Runtime {
                 msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
                 metrics::counter!("job_outcomes_total", "kind" => kind.token(), "outcome" => "succeeded")
                     .increment(1);
-                tracing::info!(kind = kind.token(), job_id = %job_id, attempt, "job succeeded");
+                tracing::info!(parent: &span, "job succeeded");
                 Ok(())
             }
             Err(JobError::Transient(e)) if attempt < self.retry.max_attempts => {
                 let delay = backoff(&self.retry, attempt);
                 metrics::counter!("job_outcomes_total", "kind" => kind.token(), "outcome" => "retried")
                     .increment(1);
-                tracing::warn!(kind = kind.token(), job_id = %job_id, attempt, retry_in_ms = delay.as_millis() as u64,
+                tracing::warn!(parent: &span, retry_in_ms = delay.as_millis() as u64,
                     error = format!("{e:#}"), "job failed; will retry");
                 msg.ack_with(AckKind::Nak(Some(delay))).await.map_err(|e| anyhow::anyhow!("nak: {e}"))?;
                 Ok(())

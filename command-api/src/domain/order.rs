@@ -222,6 +222,7 @@ impl Order {
                         DomainEvent::PaymentVoided(PaymentVoided {
                             payment_id: p.id,
                             order_id,
+                            method: p.method,
                             business_date,
                             voided_at: now,
                         })
@@ -262,6 +263,7 @@ impl Order {
                 let mut events = vec![DomainEvent::PaymentAuthorized(PaymentAuthorized {
                     payment_id: p.id,
                     order_id,
+                    method: p.method,
                     auth_code: auth_code.clone(),
                     authorized_at: now,
                 })];
@@ -275,6 +277,7 @@ impl Order {
                 Ok(vec![DomainEvent::PaymentFailed(PaymentFailed {
                     payment_id: p.id,
                     order_id,
+                    method: p.method,
                     reason: reason.clone(),
                     failed_at: now,
                 })])
@@ -289,6 +292,7 @@ impl Order {
                 Ok(vec![DomainEvent::PaymentVoided(PaymentVoided {
                     payment_id: p.id,
                     order_id,
+                    method: p.method,
                     business_date,
                     voided_at: now,
                 })])

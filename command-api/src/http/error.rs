@@ -41,6 +41,8 @@ pub enum ApiError {
     IdempotencyKeyInFlight,
     #[error("a dependency is unavailable: {0}")]
     Unavailable(&'static str),
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -72,6 +74,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused"),
             Self::IdempotencyKeyInFlight => (StatusCode::CONFLICT, "idempotency-key-in-flight"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "dependency-unavailable"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -126,7 +129,13 @@ impl IntoResponse for ApiError {
             Self::Unavailable(dep) => tracing::warn!(dependency = dep, "dependency unavailable"),
             _ => {}
         }
-        problem_response(status, self.body())
+        let mut response = problem_response(status, self.body());
+        if let Self::RateLimited(secs) = self
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        response
     }
 }
 

@@ -146,7 +146,10 @@ impl FromRequestParts<AppState> for PortalCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let claims = bearer(parts, state)?;
         match (claims.role, claims.mer) {
-            (Role::Portal, Some(merchant_id)) => Ok(Self { subject: claims.sub, merchant_id }),
+            (Role::Portal, Some(merchant_id)) => {
+                platform::correlation::record_caller("portal", &claims.sub, Some(merchant_id), None);
+                Ok(Self { subject: claims.sub, merchant_id })
+            }
             (Role::Portal, None) => Err(ApiError::Unauthenticated),
             _ => Err(ApiError::Forbidden),
         }
@@ -173,10 +176,12 @@ impl FromRequestParts<AppState> for DeviceCaller {
             return Err(ApiError::Forbidden);
         }
         let device_id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthenticated)?;
-        match (claims.mer, claims.sto) {
-            (Some(merchant_id), Some(store_id)) => Ok(Self { device_id, merchant_id, store_id }),
-            _ => Err(ApiError::Unauthenticated),
-        }
+        let (Some(merchant_id), Some(store_id)) = (claims.mer, claims.sto) else {
+            return Err(ApiError::Unauthenticated);
+        };
+        platform::correlation::record_caller("device", &claims.sub, Some(merchant_id), Some(store_id));
+        super::rate_limit::check(&state.redis, state.limits, device_id, merchant_id).await?;
+        Ok(Self { device_id, merchant_id, store_id })
     }
 }
 

@@ -75,8 +75,13 @@ fn redis_key(scope: &str, key: &str) -> String {
 pub async fn cached(redis: &redis::aio::ConnectionManager, scope: &str, key: &str) -> Option<Recorded> {
     let mut conn = redis.clone();
     match conn.get::<_, Option<Vec<u8>>>(redis_key(scope, key)).await {
-        Ok(bytes) => bytes.as_deref().and_then(Recorded::decode),
+        Ok(bytes) => {
+            let outcome = if bytes.is_some() { "hit" } else { "miss" };
+            metrics::counter!("redis_operations_total", "operation" => "idempotency_get", "outcome" => outcome).increment(1);
+            bytes.as_deref().and_then(Recorded::decode)
+        }
         Err(e) => {
+            metrics::counter!("redis_operations_total", "operation" => "idempotency_get", "outcome" => "error").increment(1);
             tracing::debug!(error = %e, "idempotency cache unavailable");
             None
         }
@@ -94,6 +99,9 @@ pub async fn remember(
     let mut conn = redis.clone();
     let result: redis::RedisResult<()> =
         conn.set_ex(redis_key(scope, key), recorded.encode(), ttl.as_secs().max(1)).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("redis_operations_total", "operation" => "idempotency_set", "outcome" => outcome)
+        .increment(1);
     if let Err(e) = result {
         tracing::debug!(error = %e, "idempotency cache write failed");
     }

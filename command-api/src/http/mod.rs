@@ -3,5 +3,6 @@
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod rate_limit;
 
 pub use error::ApiError;

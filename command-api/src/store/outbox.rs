@@ -36,7 +36,7 @@ pub async fn append(
             subject: event.aggregate_id(),
             sequence: before + i as i64 + 1,
             time: now,
-            correlation_id: None,
+            correlation_id: platform::correlation::current(),
             traceparent: None,
         };
         ids.push(envelope.id);
@@ -62,9 +62,12 @@ pub async fn append_work(
     conn: &mut PgConnection,
     subject: &str,
     job_id: Uuid,
-    headers: Vec<(String, String)>,
+    mut headers: Vec<(String, String)>,
     payload: Vec<u8>,
 ) -> Result<(), ApiError> {
+    if let Some(id) = platform::correlation::current() {
+        headers.push((platform::correlation::WORK_HEADER.to_owned(), id));
+    }
     sqlx::query("INSERT INTO outbox (event_id, subject, headers, payload) VALUES ($1, $2, $3, $4)")
         .bind(job_id)
         .bind(subject)

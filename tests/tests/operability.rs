@@ -1,0 +1,278 @@
+//! Operability: correlation ids end to end, the platform's metric names,
+//! rate limits that fail open when Redis is down, structured logs without secrets.
+
+use serde_json::{Value, json};
+use smartpos_tests::app::sample_order;
+use smartpos_tests::nats_server::free_port;
+use smartpos_tests::redis_server::RedisServer;
+use smartpos_tests::{TestApp, TestEnv, eventually, process, stream};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_correlation_id_is_echoed_and_travels_with_the_events_and_jobs_it_caused() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let m = env.merchant(1).await;
+    let token = app.token(&m, 0).await;
+    let mut body = sample_order();
+    body["customer"] = json!({"email": "a@example.jp"});
+    let resp = app
+        .client
+        .post(format!("{}/v1/orders", app.base))
+        .bearer_auth(&token)
+        .header("idempotency-key", "corr-1")
+        .header("x-correlation-id", "till-7-sale-42")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.headers().get("x-correlation-id").and_then(|v| v.to_str().ok()), Some("till-7-sale-42"));
+    let order_id =
+        resp.json::<Value>().await.expect("json")["order_id"].as_str().unwrap_or_default().to_owned();
+    // Without one, the API makes one and says which.
+    let generated = app.get_with("/health", &[]).await;
+    let id = generated.headers.get("x-correlation-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(uuid::Uuid::parse_str(id).map(|u| u.get_version_num()), Ok(7));
+    let invalid = app.get_with("/health", &[("x-correlation-id", &"x".repeat(200))]).await;
+    assert_ne!(
+        invalid.headers.get("x-correlation-id").and_then(|v| v.to_str().ok()),
+        Some("x".repeat(200).as_str())
+    );
+
+    // The completion's receipt job carries it too.
+    let payment = app
+        .client
+        .post(format!("{}/v1/payments", app.base))
+        .bearer_auth(&token)
+        .header("idempotency-key", "corr-2")
+        .header("x-correlation-id", "till-7-sale-42")
+        .json(&json!({"order_id": order_id, "method": "cash", "amount": 819}))
+        .send()
+        .await
+        .expect("sent")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let confirm = app
+        .client
+        .post(format!(
+            "{}/v1/payments/{}/confirm",
+            app.base,
+            payment["payment_id"].as_str().unwrap_or_default()
+        ))
+        .bearer_auth(&token)
+        .header("idempotency-key", "corr-3")
+        .header("x-correlation-id", "till-7-sale-42")
+        .json(&json!({"result": "approved"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(confirm.status(), 200);
+    let stored = eventually(Duration::from_secs(10), "the order's events on the stream", || async {
+        let s = stream::read_all(&env.nats_url, &env.events_stream()).await;
+        (s.iter().filter(|e| e.envelope.subject.to_string() == order_id).count() == 5).then_some(s)
+    })
+    .await;
+    for e in stored.iter().filter(|e| e.envelope.subject.to_string() == order_id) {
+        assert_eq!(e.envelope.correlation_id.as_deref(), Some("till-7-sale-42"), "{:?}", e.envelope.kind);
+    }
+    let headers: Vec<(String, String)> = sqlx::query_scalar::<_, sqlx::types::Json<Vec<(String, String)>>>(
+        "SELECT headers FROM outbox WHERE subject LIKE '%.work.receipts.%'",
+    )
+    .fetch_one(&env.pg)
+    .await
+    .expect("receipt job")
+    .0;
+    assert!(headers.contains(&("correlation-id".to_owned(), "till-7-sale-42".to_owned())), "{headers:?}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_platforms_metric_names_are_exported_with_their_labels() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let m = env.merchant(1).await;
+    let token = app.token(&m, 0).await;
+    let order_id = app.create_order(&token).await.str("order_id");
+    let p = app.pay(&token, &order_id, "card", 819, "automatic").await.str("payment_id");
+    app.approve(&token, &p).await;
+    let metrics =
+        eventually(Duration::from_secs(10), "payment metrics after the relay published", || async {
+            let text = String::from_utf8(app.get("/metrics").await.raw).unwrap_or_default();
+            text.contains("payments_total{payment_method=\"card\",status=\"captured\"}").then_some(text)
+        })
+        .await;
+    for needle in [
+        "http_requests_total{method=\"POST\",endpoint=\"/v1/orders\",status=\"201\"}",
+        "http_request_duration_seconds_bucket{",
+        "payments_total{payment_method=\"card\",status=\"pending\"}",
+        "payment_amount_total{currency=\"JPY\"}",
+        "db_connection_pool_size ",
+        "db_connection_pool_available ",
+        "db_query_duration_seconds_bucket{operation=\"command_transaction\"",
+        "redis_operations_total{operation=\"idempotency_get\"",
+        "devices_online ",
+        "outbox_backlog ",
+        "relay_published_total ",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    // The registry is per process and other tests in it sell too: at least this sale's 819 JPY.
+    let captured: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("payment_amount_total{currency=\"JPY\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(captured >= 819.0, "{metrics}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_and_fail_open_while_redis_is_down() {
+    let env = TestEnv::new().await;
+    let mut redis = RedisServer::start().await;
+    let limits = command_api::http::rate_limit::Limits { per_device: 5, per_merchant: 0 };
+    let app = TestApp::spawn_limited(&env, &redis.url, limits).await;
+    let m = env.merchant(2).await;
+    let token = app.token(&m, 0).await;
+    // Limits count per minute window; start right after a boundary is not needed: 5 of 8 pass within one window
+    // unless the minute turns, in which case at most 10 pass. Either way some are refused.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(app.post("/v1/orders", Some(&token), Some(&format!("rl-{i}")), &sample_order()).await);
+    }
+    let refused: Vec<_> = statuses.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !refused.is_empty(),
+        "no request was limited: {:?}",
+        statuses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    refused[0].assert_problem(429, "/rate-limited");
+    let retry: u64 = refused[0]
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // Another device of the same merchant has its own budget.
+    let other = app.token(&m, 1).await;
+    assert_eq!(app.post("/v1/orders", Some(&other), Some("other-1"), &sample_order()).await.status, 201);
+
+    // Redis goes away: requests still go through (and are counted as failing open).
+    redis.kill().await;
+    for i in 0..8 {
+        let r = app.post("/v1/orders", Some(&other), Some(&format!("down-{i}")), &sample_order()).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let ready = app.get("/ready").await;
+    assert_eq!(
+        (ready.status, ready.body["checks"]["redis"].clone(), ready.body["status"].clone()),
+        (200, json!("down"), json!("degraded"))
+    );
+    let text = String::from_utf8(app.get("/metrics").await.raw).unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.starts_with("rate_limit_fail_open_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
+    // A replay still works without Redis: PostgreSQL is the record.
+    let replay = app.post("/v1/orders", Some(&other), Some("down-0"), &sample_order()).await;
+    assert_eq!(replay.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+
+    // Redis is back: the limit applies again.
+    redis.resume().await;
+    let limited = eventually(Duration::from_secs(15), "limits to apply again", || async {
+        let r = app
+            .post("/v1/orders", Some(&token), Some(&uuid::Uuid::new_v4().to_string()), &sample_order())
+            .await;
+        (r.status == 429).then_some(r)
+    })
+    .await;
+    limited.assert_problem(429, "/rate-limited");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_correlation_id_and_caller_but_never_tokens_or_secrets() {
+    let env = TestEnv::new().await;
+    let m = env.merchant(1).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join(format!("command-api-{}.log", env.stream_prefix));
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut child = tokio::process::Command::new(process::binary("command-api"))
+        .envs([
+            ("DATABASE_URL", env.database_url.clone()),
+            ("NATS_URL", env.nats_url.clone()),
+            ("REDIS_URL", env.redis_url.clone()),
+            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
+            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
+            ("JWT_KEYS", smartpos_tests::env::JWT_KEYS.to_owned()),
+            ("COMMAND_API_ADDR", addr.clone()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "debug,sqlx=warn,async_nats=info,hyper=info,h2=info,tower=info".to_owned()),
+        ])
+        .stdout(file)
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("command-api starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    eventually(Duration::from_secs(20), "command-api to serve", || async {
+        client.get(format!("{base}/health")).send().await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    let (device, secret) = &m.devices[0];
+    let token: Value = client
+        .post(format!("{base}/v1/devices/token"))
+        .json(&json!({"device_id": device, "device_secret": secret}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = token["access_token"].as_str().unwrap_or_default().to_owned();
+    let mut body = sample_order();
+    body["customer"] = json!({"email": "secret.customer@example.jp", "phone": "+819011112222"});
+    let r = client
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "log-1")
+        .header("x-correlation-id", "log-test-corr")
+        .json(&body)
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(r.status(), 201);
+    let text = eventually(Duration::from_secs(10), "the request's log line", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("log-test-corr").then_some(text)
+    })
+    .await;
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().unwrap_or(0).to_string()]).status();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!lines.is_empty() && lines.len() == text.lines().count(), "every line is JSON");
+    let served = lines
+        .iter()
+        .find(|l| l["message"] == "request served" && l["span"]["correlation_id"] == "log-test-corr")
+        .unwrap_or_else(|| panic!("no request line with the correlation id in\n{text}"));
+    assert!(served["timestamp"].is_string() && served["level"] == "INFO");
+    assert_eq!(served["span"]["caller_id"], json!(device.to_string()));
+    assert_eq!(served["span"]["merchant_id"], json!(m.merchant_id.to_string()));
+    for secret_text in [
+        token.as_str(),
+        secret.as_str(),
+        "secret.customer@example.jp",
+        "+819011112222",
+        smartpos_tests::env::JWT_KEYS,
+    ] {
+        assert!(!text.contains(secret_text), "a secret reached the logs");
+    }
+    let _ = std::fs::remove_file(&log);
+    env.cleanup().await;
+}
