@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
+# promtool checks the alert rules and the metrics output (Debian's prometheus package).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "[test] installing prometheus (for promtool)" >&2
+  SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 # Databases left behind by interrupted test runs.
 runuser_psql() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql "$@"; else sudo -u postgres psql "$@"; fi; }
 for db in $(runuser_psql -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'smartpos_t_%'" 2>/dev/null); do

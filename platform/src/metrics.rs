@@ -21,10 +21,54 @@ pub fn handle() -> PrometheusHandle {
                     // Fails only if another recorder was installed first; then ours
                     // still renders (empty), which the metrics tests would catch.
                     let _ = metrics::set_global_recorder(recorder);
+                    describe();
                     handle
                 }
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             }
         })
         .clone()
+}
+
+/// Help text of every metric the system exports: the catalogue operators read.
+fn describe() {
+    use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
+    c!("http_requests_total", "HTTP requests by method, route template and status");
+    h!(
+        "http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request duration by method and route template"
+    );
+    h!("db_query_duration_seconds", metrics::Unit::Seconds, "Duration of database work by operation");
+    g!("db_connection_pool_size", "Open connections in the database pool");
+    g!("db_connection_pool_available", "Idle connections in the database pool");
+    c!("redis_operations_total", "Redis operations by operation and outcome");
+    c!("payments_total", "Payment events published, by payment method and status");
+    c!("payment_amount_total", "Captured payment amounts in minor units, by currency");
+    g!("devices_online", "Devices that renewed a token in the last three minutes");
+    c!("rate_limited_total", "Requests refused by the rate limiter");
+    c!("rate_limit_fail_open_total", "Requests let through because the rate limiter's Redis did not answer");
+    c!("relay_published_total", "Outbox rows published to JetStream and acknowledged");
+    h!("relay_publish_batch_seconds", metrics::Unit::Seconds, "Time to publish one outbox batch");
+    c!("relay_publish_failures_total", "Relay rounds that failed and were retried");
+    c!("relay_duplicates_suppressed_total", "Publishes JetStream recognised as duplicates by message id");
+    g!("outbox_backlog", "Outbox rows not yet published");
+    g!("outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row");
+    g!("projection_lag_events", "Events in the stream a projection has not applied");
+    g!("projection_lag_seconds", "Age of the oldest event a projection has not applied");
+    g!("projection_stalled", "1 when a projection stopped on an event it cannot apply");
+    g!("projection_checkpoint", "Last stream sequence a projection applied");
+    c!("projection_events_applied_total", "Events applied by a projection");
+    h!("projection_batch_seconds", metrics::Unit::Seconds, "Time to apply one projection batch");
+    c!(
+        "projection_consumer_repositioned_total",
+        "Times a projection recreated its consumer at its checkpoint"
+    );
+    c!("job_outcomes_total", "Jobs by kind and outcome (succeeded, retried, dead_lettered)");
+    h!("job_duration_seconds", metrics::Unit::Seconds, "Job handler duration by kind");
+    c!("job_redeliveries_total", "Jobs delivered more than once, by kind");
+    c!("job_duplicates_skipped_total", "Deliveries of jobs that had already completed");
+    c!("dead_letters_total", "Jobs copied to the dead-letter stream, by kind");
+    c!("receipts_delivered_total", "Receipts delivered, by channel");
+    c!("report_rows_total", "Rows written to reports");
 }
