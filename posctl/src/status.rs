@@ -17,7 +17,18 @@ pub struct StreamLine {
     pub name: String,
     pub messages: u64,
     pub last_seq: u64,
-    pub consumers: usize,
+    pub consumers: Vec<ConsumerLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConsumerLine {
+    pub name: String,
+    /// Messages not yet delivered to it.
+    pub pending: u64,
+    /// Delivered and not yet acknowledged.
+    pub ack_pending: usize,
+    /// Delivered more than once and still unacknowledged.
+    pub redelivered: usize,
 }
 
 pub async fn collect(infra: &platform::InfraSettings) -> anyhow::Result<Report> {
@@ -37,12 +48,23 @@ pub async fn collect(infra: &platform::InfraSettings) -> anyhow::Result<Report> 
         if let Ok(mut s) = js.get_stream(&name).await
             && let Ok(info) = s.info().await
         {
-            streams.push(StreamLine {
-                name,
-                messages: info.state.messages,
-                last_seq: info.state.last_sequence,
-                consumers: info.state.consumer_count,
-            });
+            let (messages, last_seq) = (info.state.messages, info.state.last_sequence);
+            let mut consumers = Vec::new();
+            let mut names = s.consumer_names();
+            while let Some(Ok(consumer)) = futures_util::StreamExt::next(&mut names).await {
+                if let Ok(mut c) =
+                    s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await
+                    && let Ok(ci) = c.info().await
+                {
+                    consumers.push(ConsumerLine {
+                        name: consumer,
+                        pending: ci.num_pending,
+                        ack_pending: ci.num_ack_pending,
+                        redelivered: ci.num_redelivered,
+                    });
+                }
+            }
+            streams.push(StreamLine { name, messages, last_seq, consumers });
         }
     }
     pg.close().await;
@@ -70,9 +92,16 @@ impl Report {
             "\noutbox: {} unpublished, oldest {:.1}s",
             self.outbox_backlog, self.outbox_oldest_seconds
         );
-        let _ = writeln!(out, "\n{:<28} {:>12} {:>12} {:>9}", "stream", "messages", "last seq", "consumers");
+        let _ = writeln!(out, "\n{:<28} {:>12} {:>12}", "stream", "messages", "last seq");
         for s in &self.streams {
-            let _ = writeln!(out, "{:<28} {:>12} {:>12} {:>9}", s.name, s.messages, s.last_seq, s.consumers);
+            let _ = writeln!(out, "{:<28} {:>12} {:>12}", s.name, s.messages, s.last_seq);
+            for c in &s.consumers {
+                let _ = writeln!(
+                    out,
+                    "  consumer {:<30} pending {:>8}  unacked {:>6}  redelivered {:>6}",
+                    c.name, c.pending, c.ack_pending, c.redelivered
+                );
+            }
         }
         out
     }

@@ -81,10 +81,19 @@ impl TestApp {
         redis_url: &str,
         limits: command_api::http::rate_limit::Limits,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let mut infra = env.infra(&env.nats_url);
         infra.redis_url = redis_url.to_owned();
+        Self::spawn_infra(env, infra, limits).await
+    }
+
+    /// With the given infrastructure settings (own servers) and rate limits.
+    pub async fn spawn_infra(
+        env: &TestEnv,
+        infra: platform::InfraSettings,
+        limits: command_api::http::rate_limit::Limits,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let config = Config {
             addr: listener.local_addr().expect("addr"),
             infra,

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod env;
 pub mod nats_server;
+pub mod pg_server;
 pub mod process;
 pub mod read_side;
 pub mod redis_server;

@@ -276,3 +276,160 @@ async fn json_logs_carry_the_correlation_id_and_caller_but_never_tokens_or_secre
     let _ = std::fs::remove_file(&log);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn while_postgresql_is_down_commands_fail_fast_with_503_and_everything_recovers() {
+    let env = TestEnv::new().await;
+    let pg = smartpos_tests::pg_server::PgServer::start().await;
+    let url = pg.url("smartpos_outage");
+    posctl::setup::create_database(&url).await.expect("database");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    posctl::setup::migrate(&pool).await.expect("migrate");
+    let spec = posctl::seed::MerchantSpec::tokyo(uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    posctl::seed::upsert_merchant(&pool, &spec).await.expect("merchant");
+    let (device, secret) = (uuid::Uuid::now_v7(), "s".repeat(64));
+    posctl::seed::upsert_device(&pool, &spec, device, &secret).await.expect("device");
+    pool.close().await;
+    let mut infra = env.infra(&env.nats_url);
+    infra.database_url = url.clone();
+    let app = TestApp::spawn_infra(
+        &env,
+        infra,
+        command_api::http::rate_limit::Limits { per_device: 0, per_merchant: 0 },
+    )
+    .await;
+    let m = smartpos_tests::Merchant {
+        merchant_id: spec.merchant_id,
+        store_id: spec.store_id,
+        devices: vec![(device, secret)],
+    };
+    let token = app.token(&m, 0).await;
+    assert_eq!(app.create_order(&token).await.status, 201);
+
+    pg.kill();
+    let started = std::time::Instant::now();
+    let down = app.create_order(&token).await;
+    let waited = started.elapsed();
+    down.assert_problem(503, "/dependency-unavailable");
+    assert!(down.headers.get("retry-after").is_some());
+    assert!(waited < Duration::from_secs(5), "the request queued for {waited:?} instead of failing fast");
+    let ready = app.get("/ready").await;
+    assert_eq!((ready.status, ready.body["checks"]["postgres"].clone()), (503, json!("down")));
+    assert!(app.get("/health").await.status == 200, "the process itself is alive");
+
+    pg.resume().await;
+    let back = eventually(Duration::from_secs(20), "commands to succeed again", || async {
+        let r = app.create_order(&token).await;
+        (r.status == 201).then_some(r)
+    })
+    .await;
+    assert_eq!(back.body["status"], "open");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&pool).await.expect("count");
+    assert_eq!(orders, 2, "exactly the two accepted orders exist");
+    pool.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_during_steady_traffic_fails_no_accepted_request_and_loses_nothing() {
+    let env = TestEnv::new().await;
+    let m = env.merchant(4).await;
+    let vars = |port: u16| {
+        vec![
+            ("DATABASE_URL", env.database_url.clone()),
+            ("NATS_URL", env.nats_url.clone()),
+            ("REDIS_URL", env.redis_url.clone()),
+            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
+            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
+            ("JWT_KEYS", smartpos_tests::env::JWT_KEYS.to_owned()),
+            ("COMMAND_API_ADDR", format!("127.0.0.1:{port}")),
+        ]
+    };
+    let port = free_port();
+    let mut server = process::spawn("command-api", &vars(port));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(20), "command-api to serve", || async {
+        client.get(format!("{base}/health")).send().await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for (device, secret) in &m.devices {
+        let t: Value = client
+            .post(format!("{base}/v1/devices/token"))
+            .json(&json!({"device_id": device, "device_secret": secret}))
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        tokens.push(t["access_token"].as_str().unwrap_or_default().to_owned());
+    }
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut drivers = Vec::new();
+    for token in tokens {
+        let (client, base, accepted) = (client.clone(), base.clone(), accepted.clone());
+        drivers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..500 {
+                let sent = client
+                    .post(format!("{base}/v1/orders"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", format!("steady-{i}"))
+                    .json(&sample_order())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => {
+                        if r.status() == 201 {
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        statuses.push(r.status().as_u16());
+                    }
+                    // The server stopped accepting: this request never reached a handler.
+                    Err(_) => break,
+                }
+            }
+            statuses
+        }));
+    }
+    eventually(Duration::from_secs(20), "steady traffic", || async {
+        (accepted.load(std::sync::atomic::Ordering::SeqCst) >= 40).then_some(())
+    })
+    .await;
+    let pid = server.id().expect("running");
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let status =
+        tokio::time::timeout(Duration::from_secs(20), server.wait()).await.expect("exits").expect("status");
+    assert!(status.success(), "exit status {status:?}");
+    let mut answered = Vec::new();
+    for d in drivers {
+        answered.extend(d.await.expect("driver"));
+    }
+    assert!(answered.iter().all(|s| *s == 201), "an answered request failed: {answered:?}");
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&env.pg).await.expect("count");
+    assert_eq!(orders as usize, answered.len(), "every accepted order was answered, and only those exist");
+
+    // After a restart the relay publishes whatever was committed, once.
+    let port = free_port();
+    let mut again = process::spawn("command-api", &vars(port));
+    let stored = eventually(Duration::from_secs(20), "the outbox to drain", || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&env.pg)
+            .await
+            .ok()?;
+        let s = stream::read_all(&env.nats_url, &env.events_stream()).await;
+        (left == 0).then_some(s)
+    })
+    .await;
+    again.kill().await.expect("kill");
+    let created = stored.iter().filter(|s| s.envelope.kind == events::EventKind::OrderCreated).count();
+    let ids: std::collections::HashSet<_> = stored.iter().map(|s| s.envelope.id).collect();
+    assert_eq!((created, ids.len()), (answered.len(), stored.len()));
+    env.cleanup().await;
+}

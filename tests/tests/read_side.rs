@@ -613,6 +613,7 @@ async fn an_unknown_event_version_stalls_the_projection_and_is_reported() {
         table.lines().any(|l| l.starts_with("bills") && l.contains("STALLED") && l.contains("v9")),
         "{table}"
     );
+    assert!(table.contains(&format!("consumer {}_PROJ_BILLS", env.stream_prefix)), "{table}");
     read.stop().await;
     app.stop().await;
     env.cleanup().await;
