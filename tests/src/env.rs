@@ -135,3 +135,27 @@ impl TestEnv {
         }
     }
 }
+
+impl TestEnv {
+    /// The environment every real process of this test needs (add the process's own address).
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.database_url.clone()),
+            ("NATS_URL", self.nats_url.clone()),
+            ("REDIS_URL", self.redis_url.clone()),
+            ("NATS_SUBJECT_PREFIX", self.subject_prefix.clone()),
+            ("NATS_STREAM_PREFIX", self.stream_prefix.clone()),
+            ("JWT_KEYS", JWT_KEYS.to_owned()),
+        ]
+    }
+
+    /// Runs the real `posctl` against this test's slice of the infrastructure.
+    pub async fn posctl(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(crate::process::binary("posctl"))
+            .args(args)
+            .envs(self.vars())
+            .output()
+            .await
+            .expect("posctl runs")
+    }
+}

@@ -596,17 +596,7 @@ async fn an_unknown_event_version_stalls_the_projection_and_is_reported() {
         "{metrics}"
     );
     // The operator sees it in `posctl status`.
-    let out = tokio::process::Command::new(process::binary("posctl"))
-        .args(["status"])
-        .envs([
-            ("DATABASE_URL", env.database_url.clone()),
-            ("NATS_URL", env.nats_url.clone()),
-            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
-            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
-        ])
-        .output()
-        .await
-        .expect("posctl runs");
+    let out = env.posctl(&["status"]).await;
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(

@@ -6,7 +6,7 @@ use projectors::Projection;
 use projectors::rebuild::{self, Source};
 use serde_json::json;
 use smartpos_tests::read_side::{caught_up, portal_token};
-use smartpos_tests::{Merchant, ReadSide, TestApp, TestEnv, process};
+use smartpos_tests::{Merchant, ReadSide, TestApp, TestEnv};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -161,17 +161,7 @@ async fn a_rebuild_reproduces_every_read_model_row_for_row_while_reads_are_serve
     }
     assert!(lines.iter().any(|l| l.contains("ev/s") && l.contains("ETA")), "{lines:?}");
     // The operator's way, through the real binary, with progress on stderr.
-    let out = tokio::process::Command::new(process::binary("posctl"))
-        .args(["rebuild", "device_status"])
-        .envs([
-            ("DATABASE_URL", env.database_url.clone()),
-            ("NATS_URL", env.nats_url.clone()),
-            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
-            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
-        ])
-        .output()
-        .await
-        .expect("posctl runs");
+    let out = env.posctl(&["rebuild", "device_status"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("rebuild device_status: done") && stderr.contains("ev/s"), "{stderr}");
@@ -238,17 +228,7 @@ async fn a_replay_repairs_rows_without_moving_the_checkpoint() {
         .expect("delete");
     assert_ne!(snapshot(&env, None).await, before);
     for p in ["bills", "store_daily_sales"] {
-        let out = tokio::process::Command::new(process::binary("posctl"))
-            .args(["replay", p, "--from-seq", "1"])
-            .envs([
-                ("DATABASE_URL", env.database_url.clone()),
-                ("NATS_URL", env.nats_url.clone()),
-                ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
-                ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
-            ])
-            .output()
-            .await
-            .expect("posctl runs");
+        let out = env.posctl(&["replay", p, "--from-seq", "1"]).await;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert_same(&snapshot(&env, None).await, &before, "replay did not repair the rows exactly");

@@ -5,7 +5,7 @@
 use chrono::{Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use smartpos_tests::read_side::Workers;
-use smartpos_tests::{TestApp, TestEnv, eventually, process, stream};
+use smartpos_tests::{TestApp, TestEnv, eventually, stream};
 use std::time::Duration;
 use uuid::Uuid;
 use workers::settlements::{self, Reason, SettlementJob};
@@ -186,17 +186,7 @@ async fn a_closed_day_settles_once_and_a_late_refund_adjusts_the_next_day() {
     assert_eq!(unchanged_net, net, "a closed day never changes");
 
     // An operator re-runs the day: a new version, the old one kept.
-    let out = tokio::process::Command::new(process::binary("posctl"))
-        .args(["resettle", "--store", &m.store_id.to_string(), "--date", &day.to_string()])
-        .envs([
-            ("DATABASE_URL", env.database_url.clone()),
-            ("NATS_URL", env.nats_url.clone()),
-            ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
-            ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
-        ])
-        .output()
-        .await
-        .expect("posctl");
+    let out = env.posctl(&["resettle", "--store", &m.store_id.to_string(), "--date", &day.to_string()]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (v2_lines, v2_net, v2_csv) =
         eventually(Duration::from_secs(20), "version 2", || settlement(&env, m.store_id, day, 2)).await;
