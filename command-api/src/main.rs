@@ -6,7 +6,7 @@ use platform::Shutdown;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("command-api");
+    let _telemetry = platform::telemetry::init("command-api");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

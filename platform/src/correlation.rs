@@ -48,7 +48,10 @@ pub async fn layer(req: Request, next: Next) -> Response {
         caller_id = tracing::field::Empty,
         merchant_id = tracing::field::Empty,
         store_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
+    crate::trace::continue_from_headers(&span, req.headers());
     let mut response = CURRENT.scope(id.clone(), next.run(req).instrument(span.clone())).await;
     span.in_scope(|| {
         tracing::info!(status = response.status().as_u16(), "request served");

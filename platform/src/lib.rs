@@ -15,6 +15,7 @@ pub mod problem;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use settings::InfraSettings;
 pub use shutdown::Shutdown;

@@ -6,7 +6,7 @@ use projectors::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("projectors");
+    let _telemetry = platform::telemetry::init("projectors");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

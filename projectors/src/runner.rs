@@ -197,6 +197,19 @@ impl Runner {
                 }
             }
         };
+        // One short span per applied event, continuing the command's trace.
+        for e in decoded.iter().filter(|e| e.seq as i64 > applied.checkpoint - applied.applied as i64) {
+            let span = tracing::debug_span!(
+                "projection.apply",
+                projection = name,
+                seq = e.seq,
+                correlation_id = e.envelope.correlation_id.as_deref().unwrap_or(""),
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty
+            );
+            platform::trace::continue_from(&span, e.envelope.traceparent.as_deref());
+            tracing::debug!(parent: &span, event = %e.envelope.kind.ce_type(), "event applied");
+        }
         if let Some(last) = applied.last_index.and_then(|i| messages.get(i)) {
             last.ack().await.map_err(|e| Lead::Retry(anyhow::anyhow!("ack: {e}")))?;
         }

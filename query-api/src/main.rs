@@ -6,7 +6,7 @@ use query_api::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("query-api");
+    let _telemetry = platform::telemetry::init("query-api");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

@@ -433,3 +433,159 @@ async fn sigterm_during_steady_traffic_fails_no_accepted_request_and_loses_nothi
     assert_eq!((created, ids.len()), (answered.len(), stored.len()));
     env.cleanup().await;
 }
+
+/// Starts a real process with JSON logs and trace export, its stdout in a file.
+fn traced(
+    env: &TestEnv,
+    name: &str,
+    extra: Vec<(&'static str, String)>,
+    otlp: &str,
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    let mut vars = env.vars();
+    vars.extend(extra);
+    vars.push(("LOG_FORMAT", "json".to_owned()));
+    vars.push(("RUST_LOG", "info,projectors=debug,sqlx=warn".to_owned()));
+    vars.push(("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.to_owned()));
+    vars.push(("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()));
+    tokio::process::Command::new(process::binary(name))
+        .envs(vars)
+        .stdout(std::fs::File::create(log).expect("log file"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("process starts")
+}
+
+fn trace_ids(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["span"]["trace_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_command_and_everything_it_caused_form_one_trace_exported_over_otlp() {
+    let env = TestEnv::new().await;
+    // An OTLP/HTTP receiver that counts the trace exports it gets.
+    let exports = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let otlp = format!("http://{}", listener.local_addr().expect("addr"));
+    let counter = exports.clone();
+    let receiver = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                if !body.is_empty() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, receiver).await;
+    });
+    let sms = smartpos_tests::sinks::WebhookSink::start().await;
+    let dir = std::env::temp_dir().join(format!("traces-{}", env.stream_prefix));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (api_port, proj_port, work_port) = (free_port(), free_port(), free_port());
+    let mut api = traced(
+        &env,
+        "command-api",
+        vec![("COMMAND_API_ADDR", format!("127.0.0.1:{api_port}"))],
+        &otlp,
+        &dir.join("api.log"),
+    );
+    let mut proj = traced(
+        &env,
+        "projectors",
+        vec![("PROJECTORS_ADDR", format!("127.0.0.1:{proj_port}"))],
+        &otlp,
+        &dir.join("proj.log"),
+    );
+    let mut work = traced(
+        &env,
+        "workers",
+        vec![
+            ("WORKERS_ADDR", format!("127.0.0.1:{work_port}")),
+            ("RECEIPT_WEBHOOK_URL", sms.url.clone()),
+            ("RECEIPT_DIR", dir.join("receipts").display().to_string()),
+            ("SETTLEMENT_SCHEDULE_SECS", "0".to_owned()),
+        ],
+        &otlp,
+        &dir.join("work.log"),
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api_port}");
+    eventually(Duration::from_secs(20), "command-api to serve", || async {
+        client.get(format!("{base}/health")).send().await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    let m = env.merchant(1).await;
+    let (device, secret) = &m.devices[0];
+    let token: Value = client
+        .post(format!("{base}/v1/devices/token"))
+        .json(&json!({"device_id": device, "device_secret": secret}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = token["access_token"].as_str().unwrap_or_default().to_owned();
+    let mut body = sample_order();
+    body["customer"] = json!({"phone": "+819012345678"});
+    let order: Value = client
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "t-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("order")
+        .json()
+        .await
+        .expect("json");
+    let pay: Value = client
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "t-2")
+        .json(&json!({"order_id": order["order_id"], "method": "card", "amount": 819}))
+        .send()
+        .await
+        .expect("pay")
+        .json()
+        .await
+        .expect("json");
+    // The command under test comes from a caller that is itself traced.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let confirm = client
+        .post(format!("{base}/v1/payments/{}/confirm", pay["payment_id"].as_str().unwrap_or_default()))
+        .bearer_auth(&token)
+        .header("idempotency-key", "t-3")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&json!({"result": "approved"}))
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(confirm.status(), 200);
+    eventually(Duration::from_secs(30), "the trace in every process's logs", || async {
+        let found = ["api.log", "proj.log", "work.log"]
+            .iter()
+            .all(|f| trace_ids(&dir.join(f)).iter().any(|t| t == trace));
+        found.then_some(())
+    })
+    .await;
+    for child in [&mut api, &mut proj, &mut work] {
+        let _ =
+            std::process::Command::new("kill").args(["-TERM", &child.id().unwrap_or(0).to_string()]).status();
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    }
+    assert!(exports.load(std::sync::atomic::Ordering::SeqCst) > 0, "no spans were exported over OTLP");
+    let _ = std::fs::remove_dir_all(&dir);
+    env.cleanup().await;
+}

@@ -6,7 +6,7 @@ use workers::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("workers");
+    let _telemetry = platform::telemetry::init("workers");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

@@ -165,7 +165,11 @@ impl Runtime {
             .and_then(|h| h.get(platform::correlation::WORK_HEADER))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
-        let span = tracing::info_span!("job", kind = kind.token(), job_id = %job_id, attempt, correlation_id = %correlation);
+        let span = tracing::info_span!("job", kind = kind.token(), job_id = %job_id, attempt, correlation_id = %correlation,
+            trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+        let traceparent =
+            msg.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_owned());
+        platform::trace::continue_from(&span, traceparent.as_deref());
         let started = Instant::now();
         let result = keep_alive(msg, ack_wait, handler.handle(&job)).instrument(span.clone()).await;
         metrics::histogram!("job_duration_seconds", "kind" => kind.token())

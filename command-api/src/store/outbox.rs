@@ -37,7 +37,7 @@ pub async fn append(
             sequence: before + i as i64 + 1,
             time: now,
             correlation_id: platform::correlation::current(),
-            traceparent: None,
+            traceparent: platform::trace::traceparent(),
         };
         ids.push(envelope.id);
         subjects_.push(subjects::event_subject(prefix, scope.merchant_id, event.kind()));
@@ -67,6 +67,9 @@ pub async fn append_work(
 ) -> Result<(), ApiError> {
     if let Some(id) = platform::correlation::current() {
         headers.push((platform::correlation::WORK_HEADER.to_owned(), id));
+    }
+    if let Some(tp) = platform::trace::traceparent() {
+        headers.push(("traceparent".to_owned(), tp));
     }
     sqlx::query("INSERT INTO outbox (event_id, subject, headers, payload) VALUES ($1, $2, $3, $4)")
         .bind(job_id)
