@@ -53,7 +53,14 @@ pub fn init(service: &'static str) -> Guard {
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if json {
         registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(ServiceStamp(service)),
+            )
             .try_init()
     } else {
         registry.with(fmt::layer().with_target(false)).try_init()
@@ -62,6 +69,41 @@ pub fn init(service: &'static str) -> Guard {
         tracing::info!(service, tracing = provider.is_some(), "telemetry initialised");
     }
     Guard(provider)
+}
+
+/// Stdout that stamps `"service"` on each JSON line (the formatter has no constant fields).
+struct ServiceStamp(&'static str);
+
+struct Stamped(&'static str, std::io::Stdout);
+
+impl std::io::Write for Stamped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The JSON formatter writes one whole event per call.
+        match buf.split_first() {
+            Some((b'{', rest)) => {
+                let mut line = Vec::with_capacity(buf.len() + 32);
+                line.extend_from_slice(b"{\"service\":\"");
+                line.extend_from_slice(self.0.as_bytes());
+                line.extend_from_slice(b"\",");
+                line.extend_from_slice(rest);
+                self.1.lock().write_all(&line)?;
+                Ok(buf.len())
+            }
+            _ => self.1.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.1.flush()
+    }
+}
+
+impl<'a> fmt::MakeWriter<'a> for ServiceStamp {
+    type Writer = Stamped;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Stamped(self.0, std::io::stdout())
+    }
 }
 
 /// Text logs on stderr, for command-line tools whose stdout is their output.

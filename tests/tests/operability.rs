@@ -262,6 +262,7 @@ async fn json_logs_carry_the_correlation_id_and_caller_but_never_tokens_or_secre
         .find(|l| l["message"] == "request served" && l["span"]["correlation_id"] == "log-test-corr")
         .unwrap_or_else(|| panic!("no request line with the correlation id in\n{text}"));
     assert!(served["timestamp"].is_string() && served["level"] == "INFO");
+    assert!(lines.iter().all(|l| l["service"] == "command-api"), "every line names its service");
     assert_eq!(served["span"]["caller_id"], json!(device.to_string()));
     assert_eq!(served["span"]["merchant_id"], json!(m.merchant_id.to_string()));
     for secret_text in [
