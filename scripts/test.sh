@@ -11,6 +11,11 @@ if ! command -v promtool >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+# An S3-compatible server for the receipt object-store test (moto, from PyPI).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "[test] installing moto[server] (an S3-compatible test server)" >&2
+  python3 -m pip install --quiet "moto[server]"
+fi
 # Databases left behind by interrupted test runs.
 runuser_psql() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql "$@"; else sudo -u postgres psql "$@"; fi; }
 for db in $(runuser_psql -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'smartpos_t_%'" 2>/dev/null); do

@@ -120,6 +120,17 @@ impl Workers {
         webhook_url: Option<String>,
         max_attempts: u32,
     ) -> Self {
+        Self::spawn_full(env, smtp_url, webhook_url, max_attempts, None).await
+    }
+
+    /// As [`Workers::spawn`], storing receipts in an S3-compatible store.
+    pub async fn spawn_full(
+        env: &TestEnv,
+        smtp_url: Option<String>,
+        webhook_url: Option<String>,
+        max_attempts: u32,
+        object_store: Option<workers::receipts::storage::ObjectStoreConfig>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let receipt_dir = std::env::temp_dir().join(format!("receipts-{}", env.stream_prefix));
         let config = workers::config::Config {
@@ -135,6 +146,7 @@ impl Workers {
                 from: "SmartPOS <receipts@smartpos.example>".into(),
                 webhook_url,
                 dir: receipt_dir.clone(),
+                object_store,
                 timeout: Duration::from_secs(2),
             },
             settlements: workers::config::SettlementsConfig {

@@ -211,3 +211,55 @@ impl WebhookSink {
         self.calls().into_iter().filter(|c| c.answered < 300).collect()
     }
 }
+
+/// An S3-compatible server (moto, from PyPI) with one bucket, started by the test.
+pub struct S3Sink {
+    pub endpoint: String,
+    pub bucket: String,
+    child: tokio::process::Child,
+}
+
+impl S3Sink {
+    pub async fn start() -> Self {
+        let port = crate::nats_server::free_port();
+        let child = tokio::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("moto_server starts (scripts/test.sh installs moto[server] from PyPI)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let bucket = "receipts".to_owned();
+        crate::eventually(std::time::Duration::from_secs(30), "the S3 server to create a bucket", || async {
+            let r = client.put(format!("{endpoint}/{bucket}")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        Self { endpoint, bucket, child }
+    }
+
+    /// An object's body, read back with a signed S3 request.
+    pub async fn get(&self, key: &str) -> Option<String> {
+        use object_store::ObjectStore;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&self.bucket)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .ok()?;
+        let object = store.get(&object_store::path::Path::from(key)).await.ok()?;
+        let bytes = object.bytes().await.ok()?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+impl Drop for S3Sink {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

@@ -270,3 +270,37 @@ async fn a_worker_killed_mid_job_leaves_it_to_be_redelivered_and_the_effect_happ
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn receipts_can_be_stored_in_an_s3_compatible_object_store() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let s3 = smartpos_tests::sinks::S3Sink::start().await;
+    let sms = WebhookSink::start().await;
+    let store = workers::receipts::storage::ObjectStoreConfig {
+        url: format!("s3://{}/stored", s3.bucket),
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        allow_http: true,
+    };
+    let workers = Workers::spawn_full(&env, None, Some(sms.url.clone()), 3, Some(store)).await;
+    let m = env.merchant(1).await;
+    let token = app.token(&m, 0).await;
+    let order_id = order_with(&app, &token, json!({"phone": "+819012345678"}), true).await;
+    let stored_at: String = eventually(Duration::from_secs(20), "the receipt to be delivered", || async {
+        sqlx::query_scalar("SELECT stored_at FROM receipts").fetch_optional(&env.pg).await.ok().flatten()
+    })
+    .await;
+    let key = format!("stored/{}/{order_id}.txt", m.merchant_id);
+    assert_eq!(stored_at, format!("s3://{}/{key}", s3.bucket));
+    let text = s3.get(&key).await.expect("the text receipt is in the bucket");
+    assert!(text.contains(&order_id) && text.contains("819 JPY"), "{text}");
+    let html =
+        s3.get(&format!("stored/{}/{order_id}.html", m.merchant_id)).await.expect("the HTML receipt too");
+    assert!(html.starts_with("<!doctype html>"));
+    workers.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -30,7 +30,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let r = &config.receipts;
     let receipts = ReceiptHandler {
         pg: pg.clone(),
-        dir: r.dir.clone(),
+        store: crate::receipts::storage::Store::new(&r.dir, r.object_store.as_ref())?,
         mailer: r.smtp_url.as_deref().map(|url| Mailer::new(url, &r.from, r.timeout)).transpose()?,
         webhook: r.webhook_url.as_deref().map(|url| Webhook::new(url, r.timeout)).transpose()?,
     };

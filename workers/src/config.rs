@@ -43,8 +43,10 @@ pub struct ReceiptsConfig {
     pub from: String,
     /// The SMS gateway's webhook; unset: SMS receipts fail permanently.
     pub webhook_url: Option<String>,
-    /// Where rendered receipts are stored.
+    /// Where rendered receipts are stored (unless an object store is configured).
     pub dir: PathBuf,
+    /// An S3-compatible store for rendered receipts (`RECEIPT_STORE_URL`).
+    pub object_store: Option<crate::receipts::storage::ObjectStoreConfig>,
     /// Timeout of every outbound delivery call.
     pub timeout: Duration,
 }
@@ -66,6 +68,16 @@ impl Config {
                 from: settings::string("RECEIPT_FROM", "SmartPOS receipts <receipts@smartpos.example>"),
                 webhook_url: optional("RECEIPT_WEBHOOK_URL"),
                 dir: PathBuf::from(settings::string("RECEIPT_DIR", "var/receipts")),
+                object_store: optional("RECEIPT_STORE_URL").map(|url| {
+                    crate::receipts::storage::ObjectStoreConfig {
+                        url,
+                        endpoint: optional("AWS_ENDPOINT_URL"),
+                        region: optional("AWS_REGION"),
+                        access_key_id: optional("AWS_ACCESS_KEY_ID"),
+                        secret_access_key: optional("AWS_SECRET_ACCESS_KEY"),
+                        allow_http: std::env::var("RECEIPT_STORE_ALLOW_HTTP").is_ok_and(|v| v == "true"),
+                    }
+                }),
                 timeout: settings::millis("DELIVERY_TIMEOUT_MS", 5_000)?,
             },
             settlements: SettlementsConfig {

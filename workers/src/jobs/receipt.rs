@@ -4,20 +4,19 @@
 //! acknowledged; a retry (after a failure on the other channel, or a worker
 //! killed mid-job) skips the channels already delivered.
 
-use anyhow::anyhow;
-use futures_util::future::BoxFuture;
-use sqlx::PgPool;
-use std::path::PathBuf;
-
 use crate::receipts::delivery::{Mailer, Webhook};
-use crate::receipts::{render, storage};
+use crate::receipts::render;
+use crate::receipts::storage::Store;
 use crate::runtime::{Handler, Job, JobError};
+use anyhow::anyhow;
 use events::subjects::WorkKind;
 use events::work::ReceiptJob;
+use futures_util::future::BoxFuture;
+use sqlx::PgPool;
 
 pub struct ReceiptHandler {
     pub pg: PgPool,
-    pub dir: PathBuf,
+    pub store: Store,
     pub mailer: Option<Mailer>,
     pub webhook: Option<Webhook>,
 }
@@ -44,8 +43,7 @@ impl ReceiptHandler {
             .await
             .map_err(transient)?
             .ok_or_else(|| JobError::Permanent(anyhow!("order {} does not exist", item.order_id)))?;
-        let stored =
-            storage::store(&self.dir, item.merchant_id, item.order_id, &receipt).await.map_err(transient)?;
+        let stored = self.store.store(item.merchant_id, item.order_id, &receipt).await.map_err(transient)?;
         let subject = format!("Your receipt ({})", &item.order_id.to_string()[..8]);
         if let Some(email) = &item.email
             && !self.delivered(job, "email").await?
@@ -82,7 +80,7 @@ impl ReceiptHandler {
         job: &Job,
         item: &ReceiptJob,
         channel: &str,
-        stored: &std::path::Path,
+        stored: &str,
     ) -> Result<(), JobError> {
         sqlx::query(
             "INSERT INTO receipts (job_id, order_id, merchant_id, channel, stored_at) VALUES ($1, $2, $3, $4, $5)
@@ -92,7 +90,7 @@ impl ReceiptHandler {
         .bind(item.order_id)
         .bind(item.merchant_id)
         .bind(channel)
-        .bind(stored.display().to_string())
+        .bind(stored)
         .execute(&self.pg)
         .await
         .map_err(transient)?;
