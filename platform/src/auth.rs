@@ -127,6 +127,15 @@ impl JwtKeys {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
 /// Claims for a device token of `DEVICE_TOKEN_SECS`.
 pub fn device_claims(device_id: Uuid, merchant_id: Uuid, store_id: Uuid, now: DateTime<Utc>) -> Claims {
     Claims {

@@ -1,7 +1,7 @@
 //! Extractors: the reader behind a token, and query strings that fail as problems.
 
 use axum::extract::{FromRequestParts, Query};
-use axum::http::{header, request::Parts};
+use axum::http::request::Parts;
 use platform::auth::Role;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -30,13 +30,8 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or(ApiError::Unauthenticated)?;
-        let claims = state.jwt.verify(token.trim()).map_err(|_| ApiError::Unauthenticated)?;
+        let token = platform::auth::bearer_token(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+        let claims = state.jwt.verify(token).map_err(|_| ApiError::Unauthenticated)?;
         let kind = match claims.role {
             Role::Portal => "portal",
             Role::Device => "device",

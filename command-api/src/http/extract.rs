@@ -158,13 +158,8 @@ impl FromRequestParts<AppState> for PortalCaller {
 
 /// The verified claims of the request's bearer token.
 fn bearer(parts: &Parts, state: &AppState) -> Result<platform::auth::Claims, ApiError> {
-    let token = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or(ApiError::Unauthenticated)?;
-    state.jwt.verify(token.trim()).map_err(|_| ApiError::Unauthenticated)
+    let token = platform::auth::bearer_token(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+    state.jwt.verify(token).map_err(|_| ApiError::Unauthenticated)
 }
 
 impl FromRequestParts<AppState> for DeviceCaller {
