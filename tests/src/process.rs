@@ -23,3 +23,19 @@ pub fn spawn(name: &str, env: &[(&str, String)]) -> Child {
         .kill_on_drop(true);
     cmd.spawn().expect("binary starts")
 }
+
+/// A device token from a real `command-api` at `base`.
+pub async fn device_token(client: &reqwest::Client, base: &str, device: uuid::Uuid, secret: &str) -> String {
+    let reply: serde_json::Value = client
+        .post(format!("{base}/v1/devices/token"))
+        .json(&serde_json::json!({"device_id": device, "device_secret": secret}))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token JSON");
+    let token = reply["access_token"].as_str().unwrap_or_default().to_owned();
+    assert!(!token.is_empty(), "no token in {reply}");
+    token
+}

@@ -226,16 +226,7 @@ async fn json_logs_carry_the_correlation_id_and_caller_but_never_tokens_or_secre
     })
     .await;
     let (device, secret) = &m.devices[0];
-    let token: Value = client
-        .post(format!("{base}/v1/devices/token"))
-        .json(&json!({"device_id": device, "device_secret": secret}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let token = token["access_token"].as_str().unwrap_or_default().to_owned();
+    let token = process::device_token(&client, &base, *device, secret).await;
     let mut body = sample_order();
     body["customer"] = json!({"email": "secret.customer@example.jp", "phone": "+819011112222"});
     let r = client
@@ -359,16 +350,7 @@ async fn sigterm_during_steady_traffic_fails_no_accepted_request_and_loses_nothi
     .await;
     let mut tokens = Vec::new();
     for (device, secret) in &m.devices {
-        let t: Value = client
-            .post(format!("{base}/v1/devices/token"))
-            .json(&json!({"device_id": device, "device_secret": secret}))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        tokens.push(t["access_token"].as_str().unwrap_or_default().to_owned());
+        tokens.push(process::device_token(&client, &base, *device, secret).await);
     }
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut drivers = Vec::new();
@@ -528,16 +510,7 @@ async fn one_command_and_everything_it_caused_form_one_trace_exported_over_otlp(
     .await;
     let m = env.merchant(1).await;
     let (device, secret) = &m.devices[0];
-    let token: Value = client
-        .post(format!("{base}/v1/devices/token"))
-        .json(&json!({"device_id": device, "device_secret": secret}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let token = token["access_token"].as_str().unwrap_or_default().to_owned();
+    let token = process::device_token(&client, &base, *device, secret).await;
     let mut body = sample_order();
     body["customer"] = json!({"phone": "+819012345678"});
     let order: Value = client
