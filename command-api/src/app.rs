@@ -29,6 +29,8 @@ pub struct AppState {
     pub subject_prefix: String,
     pub idempotency_ttl: Duration,
     pub limits: crate::http::rate_limit::Limits,
+    /// Wakes the outbox relay when a command commits.
+    pub wake: crate::wake::OutboxWake,
 }
 
 /// The API router: every route is registered with its OpenAPI description.
@@ -75,17 +77,26 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         subject_prefix: infra.subject_prefix.clone(),
         idempotency_ttl: config.idempotency_ttl,
         limits: config.limits,
+        wake: crate::wake::OutboxWake::default(),
     };
     let deps = Dependencies { pg: pg.clone(), nats: nats.clone(), redis, critical: vec!["postgres"] };
     let mut tasks = tokio::task::JoinSet::new();
     if config.relay.enabled {
         let relay =
-            relay::Relay::new(pg.clone(), async_nats::jetstream::new(nats.clone()), config.relay.clone());
+            relay::Relay::new(pg.clone(), async_nats::jetstream::new(nats.clone()), config.relay.clone())
+                .with_wake(state.wake.clone());
         let stop = shutdown.clone();
         tasks.spawn(async move { relay.run(stop).await });
+        let (wake, stop) = (state.wake.clone(), shutdown.clone());
+        tasks.spawn(wake.notify_remote(pg.clone(), stop));
         let stop = shutdown.clone();
         let (pg, cfg, ttl) = (pg.clone(), config.relay.clone(), config.idempotency_ttl);
         tasks.spawn(async move { janitor::run(pg, cfg.retention, ttl, stop).await });
+    }
+    if !config.relay.enabled {
+        // Relays live in other processes: they must hear of our commits.
+        let (wake, stop) = (state.wake.clone(), shutdown.clone());
+        tasks.spawn(wake.notify_remote(pg.clone(), stop));
     }
     let app = router(state, deps, config.body_limit);
     tracing::info!(addr = %listener.local_addr()?, "command-api listening");

@@ -69,6 +69,7 @@ where
     let recorded = Recorded { request_hash: fingerprint.to_vec(), status: status.as_u16(), body };
     idempotency::record(&mut tx, &scope, &key.0, &recorded).await?;
     tx.commit().await?;
+    state.wake.committed();
     metrics::histogram!("db_query_duration_seconds", "operation" => "command_transaction")
         .record(started.elapsed().as_secs_f64());
     idempotency::remember(&state.redis, &scope, &key.0, &recorded, state.idempotency_ttl).await;

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod relay;
 pub mod routes;
 pub mod store;
+pub mod wake;
 
 pub use app::{AppState, run};
 pub use config::Config;

@@ -1,8 +1,9 @@
 //! The outbox relay: committed events to JetStream, in order, exactly once.
 //!
 //! Lifecycle: one relay per database publishes at a time (a session advisory
-//! lock elects it; the others wait as hot standbys). The leader wakes on the
-//! `outbox` NOTIFY sent at commit, or every poll interval, reads unpublished
+//! lock elects it; the others wait as hot standbys). The leader wakes when a
+//! command of its own process commits, on an `outbox` NOTIFY (coalesced, from
+//! other processes; see [`crate::wake`]), or every poll interval, reads unpublished
 //! rows in id order, publishes them pipelined (all sent, then every PubAck
 //! awaited in order), and marks the acknowledged prefix published.
 //!
@@ -48,11 +49,18 @@ pub struct Relay {
     pg: PgPool,
     js: jetstream::Context,
     cfg: RelayConfig,
+    wake: crate::wake::OutboxWake,
 }
 
 impl Relay {
     pub fn new(pg: PgPool, js: jetstream::Context, cfg: RelayConfig) -> Self {
-        Self { pg, js, cfg }
+        Self { pg, js, cfg, wake: crate::wake::OutboxWake::default() }
+    }
+
+    /// Wakes on this process's commits (see [`crate::wake`]).
+    pub fn with_wake(mut self, wake: crate::wake::OutboxWake) -> Self {
+        self.wake = wake;
+        self
     }
 
     /// Runs until `shutdown`: waits for leadership, then drains the outbox.
@@ -86,6 +94,19 @@ impl Relay {
         tracing::info!("relay is the leader");
         let mut listener = PgListener::connect_with(&self.pg).await?;
         listener.listen("outbox").await?;
+        self.wake.set_leading(true);
+        let result = self.drain(shutdown, &mut lock_conn, &mut listener).await;
+        self.wake.set_leading(false);
+        result
+    }
+
+    /// Publishes until `shutdown`, woken by commits, NOTIFY or the poll interval.
+    async fn drain(
+        &self,
+        shutdown: &Shutdown,
+        lock_conn: &mut sqlx::PgConnection,
+        listener: &mut PgListener,
+    ) -> anyhow::Result<()> {
         let mut backoff = new_backoff();
         while !shutdown.is_triggered() {
             match self.drain_once().await {
@@ -107,10 +128,11 @@ impl Relay {
                     continue;
                 }
             }
-            keep_lock(&mut lock_conn).await?;
+            keep_lock(lock_conn).await?;
             tokio::select! {
                 _ = shutdown.wait() => {}
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                _ = self.wake.local() => {}
                 n = listener.recv() => { n?; }
             }
         }

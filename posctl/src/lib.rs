@@ -5,7 +5,9 @@
 //! - [`status`]: what an on-call operator looks at first.
 //! - [`operate`]: plumbing of `rebuild` and `replay`.
 //! - [`dlq`]: listing, showing and redriving dead letters.
+//! - [`check`]: the read models compared with the write model.
 
+pub mod check;
 pub mod dlq;
 pub mod nats_config;
 pub mod operate;

@@ -59,6 +59,14 @@ enum Cmd {
         #[arg(long)]
         date: chrono::NaiveDate,
     },
+    /// Compare the read models with the write model, row for row, once the system has settled.
+    Check {
+        /// How long to wait for the outbox and the projections to catch up first (seconds).
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or refresh the demo merchant, store, devices and tokens.
     SeedDemo {
         /// Print one JSON object (the only output format today).
@@ -180,6 +188,15 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("re-settlement of {date} for store {store} enqueued as job {job}");
         }
         Cmd::Dlq { command } => posctl::dlq::run(&infra, command.into()).await?,
+        Cmd::Check { wait, json } => {
+            let report = posctl::check::run(&infra, std::time::Duration::from_secs(wait)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            anyhow::ensure!(report.agrees(), "the read models do not agree with the write model");
+        }
         Cmd::SeedDemo { json: _ } => {
             let keys = JwtKeys::from_env()?;
             let pg =

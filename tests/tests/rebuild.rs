@@ -242,3 +242,63 @@ async fn a_replay_repairs_rows_without_moving_the_checkpoint() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn posctl_check_confirms_agreement_and_names_every_difference() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let read = ReadSide::spawn(&env).await;
+    let m = env.merchant(2).await;
+    populate(&env, &app, &[&m], 20).await;
+
+    let out = env.posctl(&["check", "--wait", "30", "--json"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["settled"], true);
+    let comparisons = report["comparisons"].as_array().expect("comparisons");
+    assert_eq!(comparisons.len(), 5);
+    for c in comparisons {
+        assert!(c["rows"].as_i64().unwrap_or(0) > 0, "nothing compared: {c}");
+        assert_eq!(c["mismatches"], 0, "{c}");
+    }
+
+    // Damage two read models; the check fails and names the rows.
+    let damaged: uuid::Uuid = sqlx::query_scalar(
+        "UPDATE rm_bills.bills SET refunded = refunded + 1
+          WHERE order_id = (SELECT order_id FROM rm_bills.bills ORDER BY order_id LIMIT 1) RETURNING order_id",
+    )
+    .fetch_one(&env.pg)
+    .await
+    .expect("damage a bill");
+    let lost: uuid::Uuid = sqlx::query_scalar(
+        "DELETE FROM rm_sales.refunds WHERE refund_id = (SELECT min(refund_id::text)::uuid FROM rm_sales.refunds)
+         RETURNING refund_id",
+    )
+    .fetch_one(&env.pg)
+    .await
+    .expect("lose a refund");
+    let out = env.posctl(&["check", "--wait", "5"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    assert!(
+        line("orders = rm_bills.bills").contains(" 1 mismatches") && stdout.contains(&damaged.to_string()),
+        "{stdout}"
+    );
+    assert!(
+        line("refunds = rm_sales.refunds").contains(" 1 mismatches") && stdout.contains(&lost.to_string()),
+        "{stdout}"
+    );
+    assert!(line("payments = rm_bills.bill_payments").contains(" 0 mismatches"), "{stdout}");
+    assert!(stdout.contains("DISAGREEMENT"), "{stdout}");
+
+    // A command the projections have not seen: not settled, so no verdict of agreement.
+    read.stop().await;
+    let token = app.token(&m, 0).await;
+    app.create_order(&token).await;
+    let out = env.posctl(&["check", "--wait", "1"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && stdout.contains("NOT SETTLED"), "{stdout}");
+    app.stop().await;
+    env.cleanup().await;
+}

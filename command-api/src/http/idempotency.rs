@@ -115,27 +115,35 @@ pub enum Claim {
     Done(Recorded),
 }
 
+/// Lock taken; the completed record's hash, status and body, if any.
+type ClaimRow = (bool, Option<Vec<u8>>, Option<i16>, Option<Vec<u8>>);
+
 /// Claims `key` for `scope` in the open transaction, or reports it in flight.
+///
+/// One round trip: the transaction-scoped advisory lock and the lookup of a
+/// completed record. The lookup's snapshot may predate a twin that committed
+/// while this statement waited for nothing (the lock is a *try*); such a twin's
+/// record makes this command's own [`record`] fail on the primary key, which
+/// rolls everything back and answers 409, so a command is never applied twice.
 pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str) -> Result<Claim, ApiError> {
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(format!("{scope}\n{key}"))
-        .fetch_one(&mut *conn)
-        .await?;
+    let (locked, request_hash, status, body): ClaimRow = sqlx::query_as(
+        "SELECT l.locked, k.request_hash, k.status_code, k.response_body
+               FROM (SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7)) AS locked) l
+               LEFT JOIN idempotency_keys k ON l.locked AND k.caller = $2 AND k.key = $3",
+    )
+    .bind(format!("{scope}\n{key}"))
+    .bind(scope)
+    .bind(key)
+    .fetch_one(&mut *conn)
+    .await?;
     if !locked {
         return Err(ApiError::IdempotencyKeyInFlight);
     }
-    let row: Option<(Vec<u8>, i16, Vec<u8>)> = sqlx::query_as(
-        "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE caller = $1 AND key = $2",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some((request_hash, status, body)) => {
+    Ok(match (request_hash, status, body) {
+        (Some(request_hash), Some(status), Some(body)) => {
             Claim::Done(Recorded { request_hash, status: u16::try_from(status).unwrap_or(500), body })
         }
-        None => Claim::Fresh,
+        _ => Claim::Fresh,
     })
 }
 

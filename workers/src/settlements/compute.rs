@@ -269,5 +269,7 @@ async fn publish(
         .bind(event.to_data())
         .execute(&mut *conn)
         .await?;
+    // Wakes the relay at commit (rare writes: no trigger on the hot path).
+    sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut *conn).await?;
     Ok(())
 }

@@ -57,5 +57,7 @@ pub async fn enqueue(
         .bind(serde_json::to_vec(job).unwrap_or_default())
         .execute(&mut *conn)
         .await?;
+    // Wakes the relay at commit (rare writes: no trigger on the hot path).
+    sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut *conn).await?;
     Ok(())
 }

@@ -95,6 +95,7 @@ pub async fn issue_token(
     let scope = Scope { merchant_id, store_id, device_id: req.device_id };
     outbox::append(&mut tx, &state.subject_prefix, scope, seq - 1, &[event], now).await?;
     tx.commit().await?;
+    state.wake.committed();
     Ok(Json(TokenBody { access_token: token, token_type: "Bearer", expires_in: DEVICE_TOKEN_SECS })
         .into_response())
 }

@@ -1,0 +1,354 @@
+//! `loadgen`: drives the real HTTP APIs with the platform's load scenarios,
+//! measures this machine's database and broker ceilings, and writes the
+//! benchmark report. `scripts/bench.sh` runs the whole benchmark.
+
+mod broker;
+mod fleet;
+mod pgbench;
+mod report;
+mod scenario;
+mod schedule;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Scenario;
+use crate::schedule::Profile;
+use crate::stats::{Recorder, RunSummary};
+
+#[derive(Parser)]
+#[command(name = "loadgen", about = "SmartPOS load generator and benchmark report", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    #[arg(long, env = "LOADGEN_COMMAND_URL", default_value = "http://127.0.0.1:8080")]
+    command_url: String,
+    #[arg(long, env = "LOADGEN_QUERY_URL", default_value = "http://127.0.0.1:8081")]
+    query_url: String,
+    #[arg(long, env = "DATABASE_URL", default_value = platform::settings::DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// Merchants (one store each) in the benchmark fleet.
+    #[arg(long, default_value_t = 20)]
+    merchants: usize,
+    /// Terminals per store.
+    #[arg(long, default_value_t = 25)]
+    devices_per_store: usize,
+    /// Follow one order creation in this many cycles of ten operations to measure projection lag.
+    #[arg(long, default_value_t = 5)]
+    lag_every: u64,
+    /// Arrivals beyond this many requests in flight are dropped and counted as errors.
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// Seconds of unmeasured traffic at the first rate, to warm pools and caches.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Scenario 1 at a constant arrival rate.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Operations per second.
+        #[arg(long, conflicts_with = "rate_of")]
+        rate: Option<f64>,
+        /// Or: this fraction (`--fraction`) of the best tps in a `loadgen pgbench` JSON file.
+        #[arg(long)]
+        rate_of: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.5)]
+        fraction: f64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Scenario 1 at rising rates: the highest that meets the SLO (p95 < 500 ms, errors < 0.5%).
+    Max {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 200.0)]
+        start: f64,
+        /// Each step multiplies the rate by this until the SLO is missed; then two bisections.
+        #[arg(long, default_value_t = 1.35)]
+        factor: f64,
+        #[arg(long, default_value_t = 20_000.0)]
+        max_rate: f64,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 20)]
+        step_seconds: u64,
+    },
+    /// Scenario 3: ramp up, sustain, ramp down, peaking at `--peak` (or this fraction of a `max` result).
+    Burst {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, conflicts_with = "peak_of")]
+        peak: Option<f64>,
+        /// A `loadgen max` JSON file; the peak is `--fraction` of its best rate.
+        #[arg(long)]
+        peak_of: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        fraction: f64,
+        #[arg(long, default_value_t = 15)]
+        ramp_seconds: u64,
+        #[arg(long, default_value_t = 30)]
+        sustain_seconds: u64,
+    },
+    /// The broker's ceiling: pipelined JetStream publishes, then an explicit-ack pull consumer.
+    Broker {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long, default_value_t = 300_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 400)]
+        size: usize,
+        #[arg(long, default_value_t = 512)]
+        window: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The database's ceiling: pgbench running one command's writes per transaction.
+    Pgbench {
+        #[arg(long, env = "DATABASE_URL", default_value = platform::settings::DEFAULT_DATABASE_URL)]
+        database_url: String,
+        #[arg(long, default_value = "bench/create-order.sql")]
+        script: String,
+        #[arg(long, value_delimiter = ',', default_value = "4,8,16,32")]
+        clients: Vec<u32>,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Drops the benchmark's database and deletes its streams, for a run from empty.
+    Reset {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Streams named `<prefix>_*` are deleted.
+        #[arg(long, env = "NATS_STREAM_PREFIX")]
+        stream_prefix: String,
+    },
+    /// Writes the benchmark report from a results directory.
+    Report {
+        /// Directory holding pgbench.json, broker.json, max.json, half.json, burst.json, ...
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+}
+
+/// Every step of a `max` search and the best one that met the SLO.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaxSearch {
+    pub steps: Vec<RunSummary>,
+    pub best: Option<RunSummary>,
+}
+
+fn write_json<T: Serialize>(path: &Option<PathBuf>, value: &T) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(value)?)
+            .with_context(|| format!("writing {path:?}"))?;
+    }
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path:?}"))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {path:?}"))
+}
+
+async fn scenario(target: &Target) -> anyhow::Result<Arc<Scenario>> {
+    let keys = command_api::auth::JwtKeys::from_env()?;
+    let pg = sqlx::PgPool::connect(&target.database_url).await.context("connecting to the database")?;
+    let fleet = fleet::Fleet::prepare(&pg, &keys, target.merchants, target.devices_per_store).await?;
+    pg.close().await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(target.max_in_flight)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let scenario =
+        Arc::new(Scenario::new(client, &target.command_url, &target.query_url, fleet, target.lag_every));
+    eprintln!(
+        "[loadgen] fleet: {} merchants x {} terminals; exchanging device tokens ...",
+        target.merchants, target.devices_per_store
+    );
+    scenario.refresh_stale_tokens(Duration::ZERO).await?;
+    Ok(scenario)
+}
+
+/// One measured run of `profile`, with device tokens kept fresh underneath.
+async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile: Profile) -> RunSummary {
+    let upkeep = {
+        let scenario = scenario.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if let Err(e) = scenario.refresh_stale_tokens(Duration::from_secs(50)).await {
+                    eprintln!("[loadgen] token upkeep: {e:#}");
+                }
+            }
+        })
+    };
+    let recorder = Arc::new(Recorder::default());
+    let elapsed = {
+        let (scenario, recorder_op) = (scenario.clone(), recorder.clone());
+        schedule::drive(label, profile, target.max_in_flight, recorder.clone(), move |scheduled| {
+            scenario.clone().run_one(recorder_op.clone(), scheduled)
+        })
+        .await
+    };
+    upkeep.abort();
+    recorder.summary(profile.peak(), elapsed)
+}
+
+async fn warm_up(scenario: &Arc<Scenario>, target: &Target, rate: f64) {
+    if target.warmup > 0 {
+        let profile = Profile::Constant { rate, duration: Duration::from_secs(target.warmup) };
+        let _ = measure("warm-up", scenario, target, profile).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run { target, rate, rate_of, fraction, seconds } => {
+            let rate = match (rate, rate_of) {
+                (Some(r), _) => r,
+                (None, Some(path)) => read_json::<pgbench::PgbenchCeiling>(&path)?.best_tps * fraction,
+                (None, None) => anyhow::bail!("give --rate or --rate-of"),
+            };
+            let scenario = scenario(&target).await?;
+            warm_up(&scenario, &target, rate).await;
+            let profile = Profile::Constant { rate, duration: Duration::from_secs(seconds) };
+            let summary = measure("run", &scenario, &target, profile).await;
+            summary.print();
+            write_json(&target.json, &summary)?;
+        }
+        Cmd::Max { target, start, factor, max_rate, step_seconds } => {
+            anyhow::ensure!(factor > 1.0, "--factor must be above 1");
+            let scenario = scenario(&target).await?;
+            warm_up(&scenario, &target, start).await;
+            let step = Duration::from_secs(step_seconds);
+            let mut steps: Vec<RunSummary> = Vec::new();
+            let (mut best, mut failed): (Option<RunSummary>, Option<f64>) = (None, None);
+            let mut rate = start;
+            loop {
+                let summary = measure(
+                    &format!("max {rate:.0}/s"),
+                    &scenario,
+                    &target,
+                    Profile::Constant { rate, duration: step },
+                )
+                .await;
+                summary.print();
+                let ok = summary.meets_slo();
+                steps.push(summary.clone());
+                if ok {
+                    best = Some(summary);
+                } else {
+                    failed = Some(rate);
+                    break;
+                }
+                if rate >= max_rate {
+                    break;
+                }
+                rate = (rate * factor).min(max_rate);
+                // Let queues drain between steps.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            if let Some(mut high) = failed {
+                for _ in 0..2 {
+                    let low = best.as_ref().map_or(start / 2.0, |b| b.target_rate);
+                    let mid = (low + high) / 2.0;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let summary = measure(
+                        &format!("max {mid:.0}/s"),
+                        &scenario,
+                        &target,
+                        Profile::Constant { rate: mid, duration: step },
+                    )
+                    .await;
+                    summary.print();
+                    steps.push(summary.clone());
+                    if summary.meets_slo() {
+                        best = Some(summary);
+                    } else {
+                        high = mid;
+                    }
+                }
+            }
+            match &best {
+                Some(b) => println!(
+                    "highest rate meeting the SLO: {:.0} ops/s ({:.0} accepted commands/s)",
+                    b.target_rate, b.accepted_commands_per_sec
+                ),
+                None => println!("no rate met the SLO (lowest tried {start:.0} ops/s)"),
+            }
+            write_json(&target.json, &MaxSearch { steps, best })?;
+        }
+        Cmd::Burst { target, peak, peak_of, fraction, ramp_seconds, sustain_seconds } => {
+            let peak = match (peak, peak_of) {
+                (Some(p), _) => p,
+                (None, Some(path)) => {
+                    let search: MaxSearch = read_json(&path)?;
+                    search.best.context("the max search found no rate meeting the SLO")?.target_rate
+                        * fraction
+                }
+                (None, None) => anyhow::bail!("give --peak or --peak-of"),
+            };
+            let scenario = scenario(&target).await?;
+            let profile = Profile::Burst {
+                base: (peak / 10.0).max(1.0),
+                peak,
+                ramp: Duration::from_secs(ramp_seconds),
+                sustain: Duration::from_secs(sustain_seconds),
+            };
+            let summary = measure("burst", &scenario, &target, profile).await;
+            summary.print();
+            write_json(&target.json, &summary)?;
+        }
+        Cmd::Broker { nats_url, messages, size, window, json } => {
+            let ceiling = broker::measure(&nats_url, messages, size, window).await?;
+            println!(
+                "JetStream: {:.0} publishes/s (window {window}), {:.0} consumed+acked/s ({messages} x {size} B)",
+                ceiling.publish_per_sec, ceiling.consume_per_sec
+            );
+            write_json(&json, &ceiling)?;
+        }
+        Cmd::Pgbench { database_url, script, clients, seconds, json } => {
+            let ceiling = pgbench::measure(&database_url, &script, &clients, seconds).await?;
+            println!("pgbench: best {:.0} tps at {} clients", ceiling.best_tps, ceiling.best_clients);
+            write_json(&json, &ceiling)?;
+        }
+        Cmd::Reset { database_url, nats_url, stream_prefix } => {
+            anyhow::ensure!(
+                stream_prefix != "POS" && !database_url.ends_with("/smartpos"),
+                "refusing to reset the default deployment; give the benchmark's own database and prefix"
+            );
+            broker::delete_streams(&nats_url, &stream_prefix).await?;
+            pgbench::drop_database(&database_url).await?;
+        }
+        Cmd::Report { dir, out } => {
+            let text = report::render(&dir)?;
+            std::fs::write(&out, text).with_context(|| format!("writing {out:?}"))?;
+            eprintln!("[loadgen] wrote {out:?}");
+        }
+    }
+    Ok(())
+}

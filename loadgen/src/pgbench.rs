@@ -1,0 +1,114 @@
+//! The database's ceiling on this machine: `pgbench` running, as one
+//! transaction, the writes one order creation makes (`bench/create-order.sql`)
+//! against a scratch database with the system's schema, over the same TCP
+//! connection string the services use, at several client counts.
+
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PgbenchRun {
+    pub clients: u32,
+    pub tps: f64,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PgbenchCeiling {
+    pub script: String,
+    pub seconds: u64,
+    pub runs: Vec<PgbenchRun>,
+    /// The best run's transactions per second.
+    pub best_tps: f64,
+    pub best_clients: u32,
+}
+
+/// Recreates `<database>_pgbench`, migrates it, runs the script at each client count, drops it.
+pub async fn measure(
+    database_url: &str,
+    script: &str,
+    clients: &[u32],
+    seconds: u64,
+) -> anyhow::Result<PgbenchCeiling> {
+    let options = PgConnectOptions::from_str(database_url).context("DATABASE_URL")?;
+    let scratch = format!("{}_pgbench", options.get_database().unwrap_or("smartpos"));
+    let scratch_url = {
+        let mut url = reqwest::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
+        url.set_path(&scratch);
+        url.to_string()
+    };
+    let mut admin = options.clone().database("postgres").connect().await.context("connecting as admin")?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)")).execute(&mut admin).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{scratch}\"")).execute(&mut admin).await?;
+    {
+        let pg = sqlx::PgPool::connect(&scratch_url).await?;
+        posctl::setup::migrate(&pg).await?;
+        pg.close().await;
+    }
+    let mut runs = Vec::new();
+    for &c in clients {
+        eprintln!("[pgbench] {c} clients for {seconds}s ...");
+        let output = Command::new("pgbench")
+            .args(["-n", "-M", "prepared", "-f", script])
+            .args(["-c", &c.to_string(), "-j", &c.min(2).to_string(), "-T", &seconds.to_string()])
+            .arg(&scratch_url)
+            .output()
+            .context("running pgbench (Debian package postgresql; scripts/services.sh installs it)")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(
+            output.status.success(),
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let tps = field(&text, "tps = ").context("pgbench printed no tps")?;
+        let latency_ms = field(&text, "latency average = ").unwrap_or(0.0);
+        eprintln!("[pgbench] {c} clients: {tps:.0} tps, latency {latency_ms:.2} ms");
+        runs.push(PgbenchRun { clients: c, tps, latency_ms });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)")).execute(&mut admin).await?;
+    let best = runs.iter().max_by(|a, b| a.tps.total_cmp(&b.tps)).cloned().context("no pgbench runs")?;
+    Ok(PgbenchCeiling {
+        script: script.to_owned(),
+        seconds,
+        runs,
+        best_tps: best.tps,
+        best_clients: best.clients,
+    })
+}
+
+/// The number after `prefix` on pgbench's report line.
+fn field(text: &str, prefix: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with(prefix))?;
+    line[prefix.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Drops the database `database_url` names (closing its sessions).
+pub async fn drop_database(database_url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(database_url).context("DATABASE_URL")?;
+    let name = options.get_database().context("DATABASE_URL names no database")?.to_owned();
+    let mut admin = options.clone().database("postgres").connect().await.context("connecting as admin")?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await?;
+    eprintln!("[reset] dropped database {name}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    #[test]
+    fn reads_pgbench_report_lines() {
+        let text = "number of failed transactions: 0 (0.000%)\nlatency average = 1.047 ms\ninitial connection time = 12.1 ms\ntps = 7641.337151 (without initial connection time)\n";
+        assert_eq!(field(text, "tps = "), Some(7641.337151));
+        assert_eq!(field(text, "latency average = "), Some(1.047));
+        assert_eq!(field(text, "nope = "), None);
+    }
+}

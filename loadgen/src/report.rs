@@ -1,0 +1,260 @@
+//! `BENCHMARKS.md` from one benchmark run's results directory.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::MaxSearch;
+use crate::broker::BrokerCeiling;
+use crate::pgbench::PgbenchCeiling;
+use crate::stats::RunSummary;
+
+fn read<T: for<'de> serde::Deserialize<'de>>(dir: &Path, name: &str) -> Option<T> {
+    let bytes = std::fs::read(dir.join(name)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn text(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name)).ok()
+}
+
+/// First line a shell command prints, or "not found".
+fn version(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .ok()
+        .and_then(|o| {
+            let s = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+            s.lines().next().map(|l| l.trim().to_owned())
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "not found".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB memory")
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 { format!("{:.2}x", a / b) } else { "n/a".into() }
+}
+
+fn run_table(out: &mut String, s: &RunSummary) {
+    let _ = writeln!(
+        out,
+        "Offered {:.0} ops/s for {:.0} s: {} requests ({:.0}/s), **{:.0} accepted commands/s**, errors {:.3}%, SLO {}.\n",
+        s.target_rate,
+        s.seconds,
+        s.requests,
+        s.achieved_rate,
+        s.accepted_commands_per_sec,
+        s.error_rate * 100.0,
+        if s.meets_slo() { "met" } else { "missed" }
+    );
+    let _ = writeln!(out, "| category | requests | rate/s | p50 ms | p95 ms | p99 ms | max ms |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for c in &s.categories {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            c.category, c.requests, c.rate, c.latency.p50, c.latency.p95, c.latency.p99, c.latency.max
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| *all commands* | | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+        s.accepted_commands_per_sec, s.commands.p50, s.commands.p95, s.commands.p99, s.commands.max
+    );
+    let _ = writeln!(
+        out,
+        "Projection lag (command answered → bill visible in the query API): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples, {} not visible within 5 s).\n",
+        s.projection_lag.p50,
+        s.projection_lag.p99,
+        s.projection_lag.max,
+        s.projection_lag_samples,
+        s.projection_lag_timeouts
+    );
+    if !s.errors_by_status.is_empty() {
+        let list: Vec<String> = s.errors_by_status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(out, "Errors: {}.\n", list.join(", "));
+    }
+}
+
+pub fn render(dir: &Path) -> anyhow::Result<String> {
+    let pg: PgbenchCeiling =
+        read(dir, "pgbench.json").context("pgbench.json missing: run `loadgen pgbench`")?;
+    let broker: Option<BrokerCeiling> = read(dir, "broker.json");
+    let max: Option<MaxSearch> = read(dir, "max.json");
+    let half: Option<RunSummary> = read(dir, "half.json");
+    let burst: Option<RunSummary> = read(dir, "burst.json");
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Written by `scripts/bench.sh` on {} (UTC). Every figure below comes from that one run on one machine; \
+         rerun the command to reproduce them. The load generator, the services, PostgreSQL, NATS and Redis \
+         all share the machine's cores.\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M")
+    );
+    let _ = writeln!(out, "## Machine\n");
+    let _ = writeln!(out, "- {}", machine());
+    for cmd in [
+        "ls -d /usr/lib/postgresql/*/bin/postgres | tail -1 | xargs -I{} {} --version",
+        "nats-server --version",
+        "redis-server --version",
+        "rustc --version",
+        "git rev-parse --short HEAD",
+    ] {
+        let _ = writeln!(out, "- `{}`", version(cmd));
+    }
+    let _ = writeln!(out);
+
+    let _ = writeln!(out, "## (a) Database ceiling: pgbench\n");
+    let _ = writeln!(
+        out,
+        "`{}`: the writes of one order creation (key claim, order, outbox row, idempotency record) as one \
+         transaction, prepared statements, over the services' TCP connection string, {} s per client count.\n",
+        pg.script, pg.seconds
+    );
+    let _ = writeln!(out, "| clients | tps | mean latency ms |\n|---:|---:|---:|");
+    for r in &pg.runs {
+        let _ = writeln!(out, "| {} | {:.0} | {:.2} |", r.clients, r.tps, r.latency_ms);
+    }
+    let _ =
+        writeln!(out, "\n**Ceiling: {:.0} transactions/s at {} clients.**\n", pg.best_tps, pg.best_clients);
+
+    let _ = writeln!(out, "## (b) Broker ceiling: JetStream\n");
+    match &broker {
+        Some(b) => {
+            let _ = writeln!(
+                out,
+                "{} messages of {} bytes into a file-backed stream, window of {} unacknowledged publishes, every \
+                 PubAck awaited: **{:.0} publishes/s**. A durable pull consumer acknowledging each message: \
+                 **{:.0} messages/s**.\n",
+                b.messages, b.message_bytes, b.window, b.publish_per_sec, b.consume_per_sec
+            );
+        }
+        None => {
+            let _ = writeln!(out, "Not measured in this run.\n");
+        }
+    }
+
+    let _ = writeln!(out, "## (c) The system under scenario 1\n");
+    let _ = writeln!(
+        out,
+        "Open-loop arrivals (latency counted from each request's scheduled start), mix of ten operations: 4 order \
+         creations, 3 payment confirmations (create a card payment for the total, then confirm it approved, \
+         which completes the order), 2 bill reads from the query API, 1 device token exchange; 20 merchants x 25 \
+         terminals. All processes as `scripts/up.sh` runs them (release build).\n"
+    );
+    let best = max.as_ref().and_then(|m| m.best.clone());
+    if let Some(m) = &max {
+        let _ = writeln!(out, "### Highest rate meeting the SLO (p95 < 500 ms, errors < 0.5%)\n");
+        let _ = writeln!(
+            out,
+            "| offered ops/s | answered req/s | accepted commands/s | p95 ms | p99 ms | errors | SLO |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---|");
+        for s in &m.steps {
+            let _ = writeln!(
+                out,
+                "| {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.3}% | {} |",
+                s.target_rate,
+                s.achieved_rate,
+                s.accepted_commands_per_sec,
+                s.overall.p95,
+                s.overall.p99,
+                s.error_rate * 100.0,
+                if s.meets_slo() { "met" } else { "missed" }
+            );
+        }
+        let _ = writeln!(out);
+        if let Some(b) = &best {
+            let _ = writeln!(out, "The best step in detail:\n");
+            run_table(&mut out, b);
+        }
+    }
+    if let Some(h) = &half {
+        let _ = writeln!(out, "### At half the database ceiling ({:.0} ops/s offered)\n", h.target_rate);
+        run_table(&mut out, h);
+    }
+    if let Some(b) = &burst {
+        let _ =
+            writeln!(out, "### Scenario 3: burst (ramp to {:.0} ops/s, sustain, ramp down)\n", b.target_rate);
+        run_table(&mut out, b);
+    }
+
+    let _ = writeln!(out, "## Ratios and goals\n");
+    let accepted = best.as_ref().map_or(0.0, |b| b.accepted_commands_per_sec);
+    let _ = writeln!(out, "| figure | value | goal | met |\n|---|---:|---|---|");
+    let _ = writeln!(
+        out,
+        "| accepted commands/s at the SLO ÷ pgbench ceiling (c/a) | {} ({accepted:.0} / {:.0}) | ≥ 1.0x | {} |",
+        ratio(accepted, pg.best_tps),
+        pg.best_tps,
+        if accepted >= pg.best_tps { "yes" } else { "no" }
+    );
+    if let Some(b) = &broker {
+        let _ = writeln!(
+            out,
+            "| accepted commands/s ÷ JetStream publish ceiling (c/b) | {} ({accepted:.0} / {:.0}) | (headroom) | |",
+            ratio(accepted, b.publish_per_sec),
+            b.publish_per_sec
+        );
+    }
+    if let Some(h) = &half {
+        let _ = writeln!(
+            out,
+            "| command p99 at half the pgbench ceiling ({:.0} ops/s offered, {:.0} commands/s accepted) | {:.1} ms | < 50 ms | {} |",
+            h.target_rate,
+            h.accepted_commands_per_sec,
+            h.commands.p99,
+            if h.commands.p99 < 50.0 && h.error_rate < 0.005 { "yes" } else { "no" }
+        );
+    }
+    if let Some(r) = text(dir, "rebuild.txt") {
+        let rate = r
+            .lines()
+            .rev()
+            .find_map(|l| {
+                l.split(", ").find(|p| p.ends_with(" ev/s")).map(|p| p.trim_end_matches(" ev/s").to_owned())
+            })
+            .unwrap_or_else(|| "?".into());
+        let ok = rate.parse::<f64>().is_ok_and(|r| r >= 50_000.0);
+        let _ = writeln!(
+            out,
+            "| `posctl rebuild bills` replay rate | {rate} events/s | ≥ 50,000 | {} |",
+            if ok { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(out);
+    if let Some(r) = text(dir, "rebuild.txt") {
+        let _ = writeln!(out, "## Rebuild\n\n```\n{}\n```\n", r.trim());
+    }
+    if let Some(c) = text(dir, "check.txt") {
+        let _ = writeln!(out, "## Consistency after the run (`posctl check`)\n\n```\n{}\n```\n", c.trim());
+    }
+    if let Some(notes) = text(dir, "notes.md") {
+        let _ = writeln!(out, "{}", notes.trim());
+    }
+    Ok(out)
+}

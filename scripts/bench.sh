@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The benchmark, in one run on this machine, from empty:
+#   (a) the database ceiling: pgbench running one order creation's writes per
+#       transaction (bench/create-order.sql) at several client counts;
+#   (b) the broker ceiling: pipelined JetStream publishes and an explicit-ack
+#       pull consumer;
+#   (c) the whole system (release build, every process as scripts/up.sh runs
+#       them) under scenario 1: the highest rate meeting the SLO, a run at half
+#       the pgbench ceiling, and the scenario-3 burst;
+# then `posctl check` (read models = write model), a timed `posctl rebuild
+# bills`, and BENCHMARKS.md with every figure and the ratios of (c) to (a), (b).
+#
+# It uses its own database (smartpos_bench), stream prefix (BENCH) and ports
+# (18080, 18081, 19101, 19102), so it runs beside `scripts/up.sh`. Results and
+# the processes' logs are kept in target/bench/. Takes about 15 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+scripts/services.sh
+cargo build --release --bins
+
+OUT=${BENCH_OUT:-target/bench}
+rm -rf "$OUT" && mkdir -p "$OUT"
+export DATABASE_URL=${BENCH_DATABASE_URL:-postgres://smartpos:smartpos@127.0.0.1:5432/smartpos_bench}
+export NATS_STREAM_PREFIX=BENCH NATS_SUBJECT_PREFIX=bench
+export COMMAND_API_ADDR=127.0.0.1:18080 QUERY_API_ADDR=127.0.0.1:18081
+export PROJECTORS_ADDR=127.0.0.1:19101 WORKERS_ADDR=127.0.0.1:19102
+export LOADGEN_COMMAND_URL=http://$COMMAND_API_ADDR LOADGEN_QUERY_URL=http://$QUERY_API_ADDR
+export RECEIPT_DIR=${RECEIPT_DIR:-$OUT/receipts}
+B=target/release
+
+log "from empty: dropping $DATABASE_URL and the BENCH_* streams"
+$B/loadgen reset
+
+log "(a) database ceiling"
+$B/loadgen pgbench --json "$OUT/pgbench.json" --seconds "${BENCH_PGBENCH_SECONDS:-15}"
+log "(b) broker ceiling"
+$B/loadgen broker --json "$OUT/broker.json"
+
+log "(c) the system"
+$B/posctl setup
+pids=()
+stop() { [ "${#pids[@]}" -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; }
+trap stop EXIT INT TERM
+for p in command-api projectors query-api workers; do
+  $B/$p >"$OUT/$p.log" 2>&1 & pids+=($!)
+done
+ready() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 18080 18081 19101 19102; do
+  for _ in $(seq 1 300); do ready $port && break; sleep 0.1; done
+  ready $port || { log "nothing listens on $port; see $OUT/*.log"; exit 1; }
+done
+
+$B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-400}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
+$B/loadgen run --json "$OUT/half.json" --rate-of "$OUT/pgbench.json" --fraction 0.5 --seconds 30
+$B/loadgen burst --json "$OUT/burst.json" --peak-of "$OUT/max.json" --ramp-seconds 15 --sustain-seconds 30
+
+log "consistency: read models vs write model"
+$B/posctl check --wait 300 | tee "$OUT/check.txt"
+log "rebuild of the bills projection from the whole stream"
+$B/posctl rebuild bills 2>&1 | tee "$OUT/rebuild.txt"
+$B/posctl check --wait 60 | tee -a "$OUT/check.txt"
+
+stop
+pids=()
+$B/loadgen report --dir "$OUT" --out BENCHMARKS.md
+log "wrote BENCHMARKS.md (results and logs in $OUT)"
