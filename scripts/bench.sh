@@ -52,8 +52,9 @@ for port in 18080 18081 19101 19102; do
   ready $port || { log "nothing listens on $port; see $OUT/*.log"; exit 1; }
 done
 
-$B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-400}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
+$B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-100}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
 $B/loadgen run --json "$OUT/half.json" --rate-of "$OUT/pgbench.json" --fraction 0.5 --seconds 30
+$B/loadgen max --json "$OUT/reads.json" --mix reads --start 400 --step-seconds 10
 $B/loadgen burst --json "$OUT/burst.json" --peak-of "$OUT/max.json" --ramp-seconds 15 --sustain-seconds 30
 
 log "consistency: read models vs write model"
@@ -64,5 +65,5 @@ $B/posctl check --wait 60 | tee -a "$OUT/check.txt"
 
 stop
 pids=()
-$B/loadgen report --dir "$OUT" --out BENCHMARKS.md
+$B/loadgen report --dir "$OUT" --out BENCHMARKS.md --notes bench/NOTES.md
 log "wrote BENCHMARKS.md (results and logs in $OUT)"

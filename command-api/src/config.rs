@@ -29,6 +29,9 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// Published rows older than this are deleted by the janitor.
     pub retention: Duration,
+    /// After a wake-up, wait this long so one round publishes the commits of
+    /// several commands (fewer round trips under load; that much more latency).
+    pub linger: Duration,
 }
 
 impl Config {
@@ -46,6 +49,7 @@ impl Config {
                 batch: settings::parse("RELAY_BATCH", 512)?,
                 poll_interval: settings::millis("RELAY_POLL_MS", 1_000)?,
                 retention: Duration::from_secs(settings::parse("OUTBOX_RETENTION_SECS", 3_600)?),
+                linger: settings::millis("RELAY_LINGER_MS", 5)?,
             },
             idempotency_ttl: Duration::from_secs(ttl_hours * 3_600),
             limits: crate::http::rate_limit::Limits {

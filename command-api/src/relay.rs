@@ -108,6 +108,7 @@ impl Relay {
         listener: &mut PgListener,
     ) -> anyhow::Result<()> {
         let mut backoff = new_backoff();
+        let mut last_ping = std::time::Instant::now();
         while !shutdown.is_triggered() {
             match self.drain_once().await {
                 Ok(n) => {
@@ -128,12 +129,19 @@ impl Relay {
                     continue;
                 }
             }
-            keep_lock(lock_conn).await?;
-            tokio::select! {
-                _ = shutdown.wait() => {}
-                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                _ = self.wake.local() => {}
-                n = listener.recv() => { n?; }
+            // The leader's session holds the lock; prove it alive once a second.
+            if last_ping.elapsed() >= Duration::from_secs(1) {
+                keep_lock(lock_conn).await?;
+                last_ping = std::time::Instant::now();
+            }
+            let woken = tokio::select! {
+                _ = shutdown.wait() => false,
+                _ = tokio::time::sleep(self.cfg.poll_interval) => false,
+                _ = self.wake.local() => true,
+                n = listener.recv() => { n?; true }
+            };
+            if woken && !self.cfg.linger.is_zero() {
+                pause(shutdown, self.cfg.linger).await;
             }
         }
         Ok(())

@@ -55,6 +55,9 @@ struct Target {
     /// Write the result as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Scenario 1, or bill reads only (after writing 2,000 orders to read).
+    #[arg(long, value_enum, default_value = "scenario1")]
+    mix: scenario::Mix,
 }
 
 #[derive(Subcommand)]
@@ -148,6 +151,9 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Markdown appended to the report (what limits the system, what each change bought).
+        #[arg(long)]
+        notes: Option<PathBuf>,
     },
 }
 
@@ -181,13 +187,23 @@ async fn scenario(target: &Target) -> anyhow::Result<Arc<Scenario>> {
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let scenario =
-        Arc::new(Scenario::new(client, &target.command_url, &target.query_url, fleet, target.lag_every));
+    let scenario = Arc::new(Scenario::new(
+        client,
+        &target.command_url,
+        &target.query_url,
+        fleet,
+        target.lag_every,
+        target.mix,
+    ));
     eprintln!(
         "[loadgen] fleet: {} merchants x {} terminals; exchanging device tokens ...",
         target.merchants, target.devices_per_store
     );
     scenario.refresh_stale_tokens(Duration::ZERO).await?;
+    if target.mix == scenario::Mix::Reads {
+        eprintln!("[loadgen] writing 2000 orders to read ...");
+        scenario.prime(2_000).await;
+    }
     Ok(scenario)
 }
 
@@ -344,8 +360,14 @@ async fn main() -> anyhow::Result<()> {
             broker::delete_streams(&nats_url, &stream_prefix).await?;
             pgbench::drop_database(&database_url).await?;
         }
-        Cmd::Report { dir, out } => {
-            let text = report::render(&dir)?;
+        Cmd::Report { dir, out, notes } => {
+            let mut text = report::render(&dir)?;
+            if let Some(notes) = notes {
+                text.push('\n');
+                text.push_str(
+                    &std::fs::read_to_string(&notes).with_context(|| format!("reading {notes:?}"))?,
+                );
+            }
             std::fs::write(&out, text).with_context(|| format!("writing {out:?}"))?;
             eprintln!("[loadgen] wrote {out:?}");
         }

@@ -55,7 +55,11 @@ fn machine() -> String {
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 { format!("{:.2}x", a / b) } else { "n/a".into() }
+    match a / b {
+        r if b <= 0.0 || !r.is_finite() => "n/a".into(),
+        r if r < 0.1 => format!("{r:.4}x"),
+        r => format!("{r:.2}x"),
+    }
 }
 
 fn run_table(out: &mut String, s: &RunSummary) {
@@ -106,6 +110,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let max: Option<MaxSearch> = read(dir, "max.json");
     let half: Option<RunSummary> = read(dir, "half.json");
     let burst: Option<RunSummary> = read(dir, "burst.json");
+    let reads: Option<MaxSearch> = read(dir, "reads.json");
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
@@ -118,7 +123,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let _ = writeln!(out, "## Machine\n");
     let _ = writeln!(out, "- {}", machine());
     for cmd in [
-        "ls -d /usr/lib/postgresql/*/bin/postgres | tail -1 | xargs -I{} {} --version",
+        "for p in /usr/lib/postgresql/*/bin/postgres; do \"$p\" --version; done | tail -n 1",
         "nats-server --version",
         "redis-server --version",
         "rustc --version",
@@ -203,6 +208,28 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         run_table(&mut out, b);
     }
 
+    let best_reads = reads.as_ref().and_then(|r| r.best.clone());
+    if let Some(r) = &reads {
+        let _ = writeln!(out, "### Read side alone: bill reads (`--mix reads`)\n");
+        let _ = writeln!(
+            out,
+            "| offered reads/s | answered/s | p95 ms | p99 ms | errors | SLO |\n|---:|---:|---:|---:|---:|---|"
+        );
+        for s in &r.steps {
+            let _ = writeln!(
+                out,
+                "| {:.0} | {:.0} | {:.1} | {:.1} | {:.3}% | {} |",
+                s.target_rate,
+                s.achieved_rate,
+                s.overall.p95,
+                s.overall.p99,
+                s.error_rate * 100.0,
+                if s.meets_slo() { "met" } else { "missed" }
+            );
+        }
+        let _ = writeln!(out);
+    }
+
     let _ = writeln!(out, "## Ratios and goals\n");
     let accepted = best.as_ref().map_or(0.0, |b| b.accepted_commands_per_sec);
     let _ = writeln!(out, "| figure | value | goal | met |\n|---|---:|---|---|");
@@ -219,6 +246,16 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             "| accepted commands/s ÷ JetStream publish ceiling (c/b) | {} ({accepted:.0} / {:.0}) | (headroom) | |",
             ratio(accepted, b.publish_per_sec),
             b.publish_per_sec
+        );
+    }
+    if let Some(r) = &best_reads {
+        let ok = accepted > 0.0 && r.achieved_rate >= 3.0 * accepted;
+        let _ = writeln!(
+            out,
+            "| bill reads/s at the SLO ÷ accepted commands/s at the SLO | {} ({:.0} / {accepted:.0}) | several x | {} |",
+            ratio(r.achieved_rate, accepted),
+            r.achieved_rate,
+            if ok { "yes" } else { "no" }
         );
     }
     if let Some(h) = &half {
@@ -248,13 +285,19 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     }
     let _ = writeln!(out);
     if let Some(r) = text(dir, "rebuild.txt") {
-        let _ = writeln!(out, "## Rebuild\n\n```\n{}\n```\n", r.trim());
+        let done: Vec<&str> = r.lines().filter(|l| l.contains(": done")).collect();
+        let _ = writeln!(
+            out,
+            "## Rebuild\n\n`posctl rebuild bills` over the whole stream after the load, while the services ran:\n\n```\n{}\n```\n",
+            done.join("\n")
+        );
     }
     if let Some(c) = text(dir, "check.txt") {
-        let _ = writeln!(out, "## Consistency after the run (`posctl check`)\n\n```\n{}\n```\n", c.trim());
-    }
-    if let Some(notes) = text(dir, "notes.md") {
-        let _ = writeln!(out, "{}", notes.trim());
+        let _ = writeln!(
+            out,
+            "## Consistency (`posctl check`)\n\nAfter the load (when the outbox and projections had caught up), then again after the rebuild:\n\n```\n{}\n```\n",
+            c.trim()
+        );
     }
     Ok(out)
 }

@@ -40,6 +40,15 @@ const ORDER_BODY: &str = r#"{"currency":"JPY","lines":[{"sku":"coffee","name":"C
 const KNOWN_ORDERS: usize = 20_000;
 const OPEN_ORDERS: usize = 20_000;
 
+/// What the arrivals do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// The platform's scenario 1 (4 orders, 3 payments, 2 bill reads, 1 token in ten).
+    Scenario1,
+    /// Bill reads only, over orders written beforehand: the read side's own capacity.
+    Reads,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Op {
     Order,
@@ -72,6 +81,7 @@ pub struct Scenario {
     next_token_device: AtomicUsize,
     rng: AtomicU64,
     lag_every: u64,
+    mix: Mix,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +111,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Scenario {
-    pub fn new(client: Client, command_url: &str, query_url: &str, fleet: Fleet, lag_every: u64) -> Self {
+    pub fn new(
+        client: Client,
+        command_url: &str,
+        query_url: &str,
+        fleet: Fleet,
+        lag_every: u64,
+        mix: Mix,
+    ) -> Self {
         let stale = Instant::now().checked_sub(Duration::from_secs(3600)).unwrap_or_else(Instant::now);
         Self {
             tokens: fleet.devices.iter().map(|_| RwLock::new((String::new(), stale))).collect(),
@@ -115,6 +132,7 @@ impl Scenario {
             next_token_device: AtomicUsize::new(0),
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             lag_every: lag_every.max(1),
+            mix,
         }
     }
 
@@ -173,7 +191,11 @@ impl Scenario {
     /// Runs the next operation of the cycle, scheduled at `scheduled`.
     pub async fn run_one(self: Arc<Self>, recorder: Arc<Recorder>, scheduled: Instant) {
         let n = self.next_op.fetch_add(1, Ordering::Relaxed);
-        match CYCLE[(n % CYCLE.len() as u64) as usize] {
+        let op = match self.mix {
+            Mix::Scenario1 => CYCLE[(n % CYCLE.len() as u64) as usize],
+            Mix::Reads => Op::Bill,
+        };
+        match op {
             Op::Order => self.create_order(&recorder, scheduled, n).await,
             Op::Payment => {
                 let next = lock(&self.open).pop_front();
@@ -238,6 +260,17 @@ impl Scenario {
                 this.watch_projection(&recorder, order.order_id, merchant, order.version).await;
             });
         }
+    }
+
+    /// Writes `orders` orders (unmeasured) for a read-only mix to read, and waits for them to be projected.
+    pub async fn prime(self: &Arc<Self>, orders: usize) {
+        let recorder = Arc::new(Recorder::default());
+        for chunk in 0..orders.div_ceil(32) {
+            let batch =
+                (0..32.min(orders - chunk * 32)).map(|_| self.create_order(&recorder, Instant::now(), 1));
+            futures_util::future::join_all(batch).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
     /// Polls the bill every 5 ms until the projection shows `version` (at most 5 s).

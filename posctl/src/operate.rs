@@ -20,7 +20,7 @@ pub async fn source(infra: &platform::InfraSettings) -> anyhow::Result<Source> {
         js: async_nats::jetstream::new(nats),
         stream: format!("{}_EVENTS", infra.stream_prefix),
         subject_prefix: infra.subject_prefix.clone(),
-        batch: 1000,
+        batch: 5000,
     })
 }
 

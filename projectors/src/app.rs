@@ -30,6 +30,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             consumer: projection.consumer(&infra.stream_prefix),
             batch: config.batch,
             fetch_wait: config.fetch_wait,
+            linger: config.linger,
+            first_available: Default::default(),
         };
         let stop = shutdown.clone();
         tasks.spawn(async move {

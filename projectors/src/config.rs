@@ -14,6 +14,8 @@ pub struct Config {
     pub batch: usize,
     /// How long a fetch waits for events when the stream is quiet.
     pub fetch_wait: Duration,
+    /// After a batch smaller than `batch`, wait this long so the next one is fuller.
+    pub linger: Duration,
 }
 
 impl Config {
@@ -24,6 +26,7 @@ impl Config {
             infra: platform::InfraSettings::from_env()?,
             batch: settings::parse("PROJECTION_BATCH", 500)?,
             fetch_wait: settings::millis("PROJECTION_FETCH_WAIT_MS", 500)?,
+            linger: settings::millis("PROJECTION_LINGER_MS", 10)?,
         })
     }
 }

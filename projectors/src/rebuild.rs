@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::checkpoint;
 use crate::event::{self, Event};
 use crate::projections::Projection;
-use crate::runner::{BatchError, apply_batch_with};
+use crate::runner::{BatchError, apply_batch_mode};
 
 /// Where a long run is, for progress output.
 #[derive(Debug, Clone, Copy)]
@@ -217,7 +217,7 @@ async fn apply_shadow(
     if batch.is_empty() {
         return Ok(());
     }
-    match apply_batch_with(pg, projection, shadow, shadow_cp, batch, strict).await {
+    match apply_batch_mode(pg, projection, shadow, shadow_cp, batch, strict, true).await {
         Ok(applied) => {
             state.applied += applied.applied;
             Ok(())

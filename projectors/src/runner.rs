@@ -35,6 +35,12 @@ pub struct Runner {
     pub consumer: String,
     pub batch: usize,
     pub fetch_wait: Duration,
+    /// After a short batch, wait this long before fetching again: fewer,
+    /// fuller transactions under load, at the price of that much lag.
+    pub linger: Duration,
+    /// The stream's first stored sequence as last seen (asked again only
+    /// when a batch does not start at the checkpoint's successor).
+    pub first_available: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Why a runner stopped before shutdown.
@@ -93,7 +99,11 @@ impl Runner {
             if messages.is_empty() {
                 continue;
             }
+            let short = messages.len() < self.batch;
             self.apply_and_ack(messages, shutdown).await?;
+            if short && !self.linger.is_zero() && pause(shutdown, self.linger).await {
+                break;
+            }
         }
         Ok(())
     }
@@ -169,7 +179,9 @@ impl Runner {
             }
         }
         let started = Instant::now();
-        let first_available = self.first_available().await.map_err(retry)?;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut first_available = self.first_available.load(Relaxed);
+        let mut asked = false;
         let applied = loop {
             match apply_batch(
                 &self.pg,
@@ -183,6 +195,12 @@ impl Runner {
             {
                 Ok(outcome) => break outcome,
                 Err(BatchError::Gap(e)) => return Err(Lead::Stalled(gap_seq(&e), e.to_string())),
+                Err(BatchError::OutOfOrder { .. }) if !asked => {
+                    // Maybe older events aged out of the stream: ask where it starts now.
+                    first_available = self.first_available().await.map_err(retry)?;
+                    self.first_available.store(first_available, Relaxed);
+                    asked = true;
+                }
                 Err(BatchError::OutOfOrder { expected, got }) => {
                     // Redelivery overtook order: start again from the checkpoint.
                     return Err(Lead::Retry(anyhow::anyhow!(
@@ -271,11 +289,26 @@ pub async fn apply_batch_with(
     events: &[Event],
     first_available: Option<i64>,
 ) -> Result<Applied, BatchError> {
+    apply_batch_mode(pg, projection, schema, name, events, first_available, false).await
+}
+
+/// As [`apply_batch_with`]; `bulk` applies the batch's events together
+/// ([`Projection::apply_many`]) rather than one by one: what rebuilds use.
+pub async fn apply_batch_mode(
+    pg: &PgPool,
+    projection: Projection,
+    schema: &str,
+    name: &str,
+    events: &[Event],
+    first_available: Option<i64>,
+    bulk: bool,
+) -> Result<Applied, BatchError> {
     let mut tx = pg.begin().await?;
     let mut checkpoint = checkpoint::lock(&mut tx, name).await?;
     sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
     let mut outcome = Applied { checkpoint, ..Applied::default() };
     let mut last_time = None;
+    let mut run: Vec<&Event> = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         let seq = e.seq as i64;
         if seq <= checkpoint {
@@ -290,15 +323,28 @@ pub async fn apply_batch_with(
             }
             break;
         }
-        match projection.apply(&mut tx, e).await {
-            Ok(()) => {}
-            Err(ApplyError::Database(db)) => return Err(BatchError::Database(db)),
-            Err(gap) => return Err(BatchError::Gap(gap)),
-        }
+        run.push(e);
         checkpoint = seq;
         last_time = Some(e.envelope.time);
         outcome.applied += 1;
         outcome.last_index = Some(i);
+    }
+    let result = if bulk {
+        projection.apply_many(&mut tx, &run).await
+    } else {
+        let mut result = Ok(());
+        for e in &run {
+            result = projection.apply(&mut tx, e).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        result
+    };
+    match result {
+        Ok(()) => {}
+        Err(ApplyError::Database(db)) => return Err(BatchError::Database(db)),
+        Err(gap) => return Err(BatchError::Gap(gap)),
     }
     checkpoint::advance(&mut tx, name, checkpoint, last_time).await?;
     tx.commit().await?;

@@ -61,6 +61,7 @@ impl TestApp {
                 batch: 512,
                 poll_interval: Duration::from_millis(500),
                 retention: Duration::from_secs(3600),
+                linger: Duration::from_millis(5),
             },
             idempotency_ttl: Duration::from_secs(48 * 3600),
             // Off here; the rate-limit tests set their own.
@@ -104,6 +105,7 @@ impl TestApp {
                 batch: 512,
                 poll_interval: Duration::from_millis(500),
                 retention: Duration::from_secs(3600),
+                linger: Duration::from_millis(5),
             },
             idempotency_ttl: Duration::from_secs(48 * 3600),
             limits,

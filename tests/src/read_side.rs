@@ -29,6 +29,7 @@ impl ReadSide {
                 infra: env.infra(nats_url),
                 batch: 200,
                 fetch_wait: Duration::from_millis(200),
+                linger: Duration::from_millis(10),
             };
             handles.push(tokio::spawn(projectors::app::run(config, listener, shutdown.clone())));
         }

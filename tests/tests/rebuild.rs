@@ -48,14 +48,43 @@ fn assert_same(actual: &[String], expected: &[String], what: &str) {
     );
 }
 
-/// `n` fully paid sales (five events each) and a refund on every fifth.
+/// `n` fully paid sales (five events each) and a refund on every fifth; on
+/// the way, every payment event: declined and voided tenders, manual captures,
+/// canceled orders.
 async fn trade(app: &TestApp, token: &str, n: usize) {
     for i in 0..n {
         let order = app.create_order(token).await;
         let order_id = order.str("order_id");
         let method = ["cash", "card", "qr", "emoney"][i % 4];
-        let payment = app.pay(token, &order_id, method, 819, "automatic").await.str("payment_id");
+        if i % 7 == 3 {
+            let declined = app.pay(token, &order_id, "card", 819, "automatic").await.str("payment_id");
+            let r = app
+                .command(
+                    &format!("/v1/payments/{declined}/confirm"),
+                    token,
+                    &json!({"result": "declined", "reason": "insufficient funds"}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        if i % 11 == 5 {
+            let voided = app.pay(token, &order_id, "card", 100, "manual").await.str("payment_id");
+            app.approve(token, &voided).await;
+            let r = app.command(&format!("/v1/payments/{voided}/void"), token, &json!({})).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        if i % 13 == 6 {
+            let r = app.command(&format!("/v1/orders/{order_id}/cancel"), token, &json!({})).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            continue;
+        }
+        let capture = if i % 3 == 1 { "manual" } else { "automatic" };
+        let payment = app.pay(token, &order_id, method, 819, capture).await.str("payment_id");
         app.approve(token, &payment).await;
+        if capture == "manual" {
+            let r = app.command(&format!("/v1/payments/{payment}/capture"), token, &json!({})).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
         if i % 5 == 0 {
             let r =
                 app.command(&format!("/v1/payments/{payment}/refunds"), token, &json!({"amount": 19})).await;

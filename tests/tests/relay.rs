@@ -181,6 +181,7 @@ async fn a_relay_that_dies_between_publish_and_mark_publishes_no_duplicate() {
         batch: 512,
         poll_interval: Duration::from_millis(100),
         retention: Duration::from_secs(3600),
+        linger: Duration::from_millis(5),
     };
     let relay = Relay::new(env.pg.clone(), async_nats::jetstream::new(nats), cfg);
     // The first relay publishes everything, then "dies" before marking anything.

@@ -5,6 +5,7 @@
 //! and a rebuild to a shadow copy of it.
 
 pub mod bills;
+pub mod bills_bulk;
 pub mod device_status;
 pub mod store_daily_sales;
 
@@ -61,6 +62,21 @@ impl Projection {
     /// Its durable consumer, as `nats-config/consumers/` names it.
     pub fn consumer(self, stream_prefix: &str) -> String {
         format!("{stream_prefix}_PROJ_{}", self.name().to_uppercase())
+    }
+
+    /// Applies `events` in order in the current transaction and `search_path`:
+    /// bills as one folded batch (a handful of multi-row statements), the
+    /// others event by event.
+    pub async fn apply_many(self, conn: &mut PgConnection, events: &[&Event]) -> Result<(), ApplyError> {
+        match self {
+            Self::Bills => bills_bulk::apply_many(conn, events).await,
+            _ => {
+                for e in events {
+                    self.apply(conn, e).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Applies one event in the current transaction and `search_path`.
