@@ -61,6 +61,7 @@ impl Progress {
     }
 }
 
+#[derive(Clone)]
 pub struct Source {
     pub pg: PgPool,
     pub js: jetstream::Context,
@@ -125,6 +126,47 @@ impl Source {
     }
 }
 
+/// Reads and decodes the stream in its own task, a couple of batches ahead,
+/// so decoding overlaps the database writes of the batch before.
+struct ReadAhead {
+    rx: tokio::sync::mpsc::Receiver<anyhow::Result<(Vec<Event>, bool, u64)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    fn start(source: &Source, mut messages: Messages) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let source = source.clone();
+        let task = tokio::spawn(async move {
+            let mut last_seen = 0;
+            loop {
+                let next = source.next_batch(&mut messages, &mut last_seen).await;
+                let failed = next.is_err();
+                if tx.send(next.map(|(batch, caught_up)| (batch, caught_up, last_seen))).await.is_err()
+                    || failed
+                {
+                    return;
+                }
+            }
+        });
+        Self { rx, task }
+    }
+
+    /// The next batch, whether the stream was caught up, and the last sequence read.
+    async fn next(&mut self, last_seen: &mut u64) -> anyhow::Result<(Vec<Event>, bool)> {
+        let (batch, caught_up, seen) =
+            self.rx.recv().await.ok_or_else(|| anyhow!("the stream reader stopped"))??;
+        *last_seen = seen;
+        Ok((batch, caught_up))
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Rebuilds `projection` (or one merchant of it) into a shadow schema and swaps it in.
 pub async fn rebuild(
     source: &Source,
@@ -139,13 +181,13 @@ pub async fn rebuild(
     let tables = prepare_shadow(pg, live, &shadow, &shadow_cp).await?;
     let (first, target) = source.bounds().await?;
     let strict = merchant.is_none().then_some(first as i64);
-    let mut messages = source.read(merchant, DeliverPolicy::All).await?;
+    let mut ahead = ReadAhead::start(source, source.read(merchant, DeliverPolicy::All).await?);
     let started = Instant::now();
     let mut state = Progress { applied: 0, position: 0, target, elapsed: Duration::ZERO };
     let mut last_seen = 0;
     // Fill the shadow up to the stream's head, as it moves.
     loop {
-        let (batch, caught_up) = source.next_batch(&mut messages, &mut last_seen).await?;
+        let (batch, caught_up) = ahead.next(&mut last_seen).await?;
         apply_shadow(pg, projection, &shadow, &shadow_cp, &batch, strict, &mut state).await?;
         state.position = last_seen.max(state.position);
         state.elapsed = started.elapsed();
@@ -158,7 +200,7 @@ pub async fn rebuild(
     let mut tx = pg.begin().await?;
     let live_checkpoint = checkpoint::lock(&mut tx, projection.name()).await?;
     while (last_seen as i64) < live_checkpoint {
-        let (batch, caught_up) = source.next_batch(&mut messages, &mut last_seen).await?;
+        let (batch, caught_up) = ahead.next(&mut last_seen).await?;
         apply_shadow(pg, projection, &shadow, &shadow_cp, &batch, strict, &mut state).await?;
         if caught_up && batch.is_empty() {
             break;
