@@ -106,6 +106,22 @@ struct BillAnswer {
     version: i64,
 }
 
+/// The status of an answer (0 for a transport error) and, when it is
+/// `expected`, its decoded body; any other body is read and dropped.
+async fn answer<T: serde::de::DeserializeOwned>(
+    sent: reqwest::Result<reqwest::Response>,
+    expected: u16,
+) -> (u16, Option<T>) {
+    let Ok(a) = sent else { return (0, None) };
+    let status = a.status().as_u16();
+    if status == expected {
+        (status, a.json::<T>().await.ok())
+    } else {
+        let _ = a.bytes().await;
+        (status, None)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -156,8 +172,7 @@ impl Scenario {
             .collect();
         for chunk in stale.chunks(32) {
             let results = futures_util::future::join_all(chunk.iter().map(|&i| self.exchange(i))).await;
-            for (i, result) in chunk.iter().zip(results) {
-                let (status, _) = result;
+            for (i, status) in chunk.iter().zip(results) {
                 anyhow::ensure!(
                     status == 200,
                     "device {} token exchange answered {status}",
@@ -168,23 +183,21 @@ impl Scenario {
         Ok(())
     }
 
-    async fn exchange(&self, device: usize) -> (u16, Option<()>) {
+    /// Trades the device's secret for a token and keeps it; the answer's status.
+    async fn exchange(&self, device: usize) -> u16 {
         let d = &self.fleet.devices[device];
         let body = serde_json::json!({ "device_id": d.id, "device_secret": d.secret });
-        let answer =
+        let sent =
             self.client.post(format!("{}/v1/devices/token", self.command_url)).json(&body).send().await;
-        let Ok(answer) = answer else { return (0, None) };
-        let status = answer.status().as_u16();
-        if status != 200 {
-            return (status, None);
-        }
-        match answer.json::<TokenAnswer>().await {
-            Ok(t) => {
+        match answer::<TokenAnswer>(sent, 200).await {
+            (200, Some(t)) => {
                 *self.tokens[device].write().unwrap_or_else(|p| p.into_inner()) =
                     (t.access_token, Instant::now());
-                (status, Some(()))
+                200
             }
-            Err(_) => (0, None),
+            // A 200 whose body does not decode is a failure too.
+            (200, None) => 0,
+            (status, _) => status,
         }
     }
 
@@ -214,7 +227,7 @@ impl Scenario {
             Op::Token => {
                 let device =
                     self.next_token_device.fetch_add(1, Ordering::Relaxed) % self.fleet.devices.len();
-                let (status, _) = self.exchange(device).await;
+                let status = self.exchange(device).await;
                 recorder.record(Category::DeviceToken, status, scheduled.elapsed());
             }
         }
@@ -222,7 +235,7 @@ impl Scenario {
 
     async fn create_order(self: &Arc<Self>, recorder: &Arc<Recorder>, scheduled: Instant, n: u64) {
         let device = (self.random() % self.fleet.devices.len() as u64) as usize;
-        let answer = self
+        let sent = self
             .client
             .post(format!("{}/v1/orders", self.command_url))
             .bearer_auth(self.token(device))
@@ -231,13 +244,7 @@ impl Scenario {
             .body(ORDER_BODY)
             .send()
             .await;
-        let (status, order) = match answer {
-            Ok(a) => {
-                let status = a.status().as_u16();
-                (status, if status == 201 { a.json::<OrderAnswer>().await.ok() } else { None })
-            }
-            Err(_) => (0, None),
-        };
+        let (status, order) = answer::<OrderAnswer>(sent, 201).await;
         recorder.record(Category::OrderCreate, status, scheduled.elapsed());
         let Some(order) = order else { return };
         let merchant = self.fleet.devices[device].merchant;
@@ -295,7 +302,7 @@ impl Scenario {
     async fn pay(&self, recorder: &Recorder, scheduled: Instant, order: OpenOrder) {
         let token = self.token(order.device);
         let body = serde_json::json!({ "order_id": order.order_id, "method": "card", "amount": order.total });
-        let answer = self
+        let sent = self
             .client
             .post(format!("{}/v1/payments", self.command_url))
             .bearer_auth(&token)
@@ -303,17 +310,11 @@ impl Scenario {
             .json(&body)
             .send()
             .await;
-        let (status, payment) = match answer {
-            Ok(a) => {
-                let status = a.status().as_u16();
-                (status, if status == 201 { a.json::<PaymentAnswer>().await.ok() } else { None })
-            }
-            Err(_) => (0, None),
-        };
+        let (status, payment) = answer::<PaymentAnswer>(sent, 201).await;
         recorder.record(Category::PaymentCreate, status, scheduled.elapsed());
         let Some(payment) = payment else { return };
         let started = Instant::now();
-        let answer = self
+        let sent = self
             .client
             .post(format!("{}/v1/payments/{}/confirm", self.command_url, payment.payment_id))
             .bearer_auth(&token)
@@ -322,14 +323,7 @@ impl Scenario {
             .body(r#"{"result":"approved","auth_code":"LOADGEN"}"#)
             .send()
             .await;
-        let status = match answer {
-            Ok(a) => {
-                let status = a.status().as_u16();
-                let _ = a.bytes().await;
-                status
-            }
-            Err(_) => 0,
-        };
+        let (status, _) = answer::<serde::de::IgnoredAny>(sent, 0).await;
         recorder.record(Category::PaymentConfirm, status, started.elapsed());
     }
 
@@ -347,20 +341,13 @@ impl Scenario {
             }
         };
         let Some((order_id, merchant)) = pick else { return false };
-        let answer = self
+        let sent = self
             .client
             .get(format!("{}/v1/bills/{order_id}", self.query_url))
             .bearer_auth(&self.fleet.merchants[merchant].portal_token)
             .send()
             .await;
-        let status = match answer {
-            Ok(a) => {
-                let status = a.status().as_u16();
-                let _ = a.bytes().await;
-                status
-            }
-            Err(_) => 0,
-        };
+        let (status, _) = answer::<serde::de::IgnoredAny>(sent, 0).await;
         recorder.record(Category::BillGet, status, scheduled.elapsed());
         true
     }
