@@ -62,6 +62,30 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// One row per step of a rate search; `commands` adds the accepted-commands column.
+fn steps_table(out: &mut String, steps: &[RunSummary], commands: bool) {
+    let (head, rule) = if commands {
+        ("| offered ops/s | answered req/s | accepted commands/s |", "|---:|---:|---:|")
+    } else {
+        ("| offered reads/s | answered/s |", "|---:|---:|")
+    };
+    let _ = writeln!(out, "{head} p95 ms | p99 ms | errors | SLO |\n{rule}---:|---:|---:|---|");
+    for s in steps {
+        let accepted =
+            if commands { format!(" {:.0} |", s.accepted_commands_per_sec) } else { String::new() };
+        let _ = writeln!(
+            out,
+            "| {:.0} | {:.0} |{accepted} {:.1} | {:.1} | {:.3}% | {} |",
+            s.target_rate,
+            s.achieved_rate,
+            s.overall.p95,
+            s.overall.p99,
+            s.error_rate * 100.0,
+            s.slo()
+        );
+    }
+}
+
 fn run_table(out: &mut String, s: &RunSummary) {
     let _ = writeln!(
         out,
@@ -72,7 +96,7 @@ fn run_table(out: &mut String, s: &RunSummary) {
         s.achieved_rate,
         s.accepted_commands_per_sec,
         s.error_rate * 100.0,
-        if s.meets_slo() { "met" } else { "missed" }
+        s.slo()
     );
     let _ = writeln!(out, "| category | requests | rate/s | p50 ms | p95 ms | p99 ms | max ms |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
@@ -174,24 +198,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let best = max.as_ref().and_then(|m| m.best.clone());
     if let Some(m) = &max {
         let _ = writeln!(out, "### Highest rate meeting the SLO (p95 < 500 ms, errors < 0.5%)\n");
-        let _ = writeln!(
-            out,
-            "| offered ops/s | answered req/s | accepted commands/s | p95 ms | p99 ms | errors | SLO |"
-        );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---|");
-        for s in &m.steps {
-            let _ = writeln!(
-                out,
-                "| {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.3}% | {} |",
-                s.target_rate,
-                s.achieved_rate,
-                s.accepted_commands_per_sec,
-                s.overall.p95,
-                s.overall.p99,
-                s.error_rate * 100.0,
-                if s.meets_slo() { "met" } else { "missed" }
-            );
-        }
+        steps_table(&mut out, &m.steps, true);
         let _ = writeln!(out);
         if let Some(b) = &best {
             let _ = writeln!(out, "The best step in detail:\n");
@@ -211,22 +218,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let best_reads = reads.as_ref().and_then(|r| r.best.clone());
     if let Some(r) = &reads {
         let _ = writeln!(out, "### Read side alone: bill reads (`--mix reads`)\n");
-        let _ = writeln!(
-            out,
-            "| offered reads/s | answered/s | p95 ms | p99 ms | errors | SLO |\n|---:|---:|---:|---:|---:|---|"
-        );
-        for s in &r.steps {
-            let _ = writeln!(
-                out,
-                "| {:.0} | {:.0} | {:.1} | {:.1} | {:.3}% | {} |",
-                s.target_rate,
-                s.achieved_rate,
-                s.overall.p95,
-                s.overall.p99,
-                s.error_rate * 100.0,
-                if s.meets_slo() { "met" } else { "missed" }
-            );
-        }
+        steps_table(&mut out, &r.steps, false);
         let _ = writeln!(out);
     }
 

@@ -256,6 +256,11 @@ impl RunSummary {
         self.overall.p95 < 500.0 && self.error_rate < 0.005
     }
 
+    /// "met" or "missed", as reports print it.
+    pub fn slo(&self) -> &'static str {
+        if self.meets_slo() { "met" } else { "missed" }
+    }
+
     /// A human-readable table.
     pub fn print(&self) {
         println!(
