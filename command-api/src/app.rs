@@ -31,6 +31,8 @@ pub struct AppState {
     pub limits: crate::http::rate_limit::Limits,
     /// Wakes the outbox relay when a command commits.
     pub wake: crate::wake::OutboxWake,
+    /// The lanes that group-commit order and payment commands.
+    pub committer: crate::commit::Committer,
 }
 
 /// The API router: every route is registered with its OpenAPI description.
@@ -70,6 +72,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
     let nats = platform::connect::nats(&infra.nats_url, "command-api").await?;
     let redis = platform::connect::redis(&infra.redis_url)?;
+    let wake = crate::wake::OutboxWake::default();
+    let committer = crate::commit::Committer::start(
+        pg.clone(),
+        infra.subject_prefix.clone(),
+        wake.clone(),
+        &config.commit,
+    );
     let state = AppState {
         pg: pg.clone(),
         redis: redis.clone(),
@@ -77,7 +86,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         subject_prefix: infra.subject_prefix.clone(),
         idempotency_ttl: config.idempotency_ttl,
         limits: config.limits,
-        wake: crate::wake::OutboxWake::default(),
+        wake,
+        committer,
     };
     let deps = Dependencies { pg: pg.clone(), nats: nats.clone(), redis, critical: vec!["postgres"] };
     let mut tasks = tokio::task::JoinSet::new();

@@ -5,8 +5,13 @@
 //!    flight, replay or 422 if completed), run the command (write model +
 //!    outbox), record the response under the key, commit.
 //! 3. A rule violation (409/422 from the domain) is recorded too, so a retry
-//!    gets the same answer; a concurrency conflict or an infrastructure error
-//!    rolls back and records nothing, so a retry runs the command again.
+//!    gets the same answer; a concurrency conflict, invalid fields or an
+//!    infrastructure error roll back and record nothing, so a retry runs the
+//!    command again.
+//!
+//! Order and payment commands, the terminals' hot path, take the same steps
+//! in a group commit: many commands in one transaction of five statements
+//! ([`crate::commit`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,17 +19,17 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::commit::{Job, Reply, Respond, Work};
+use crate::domain::At;
 use crate::domain::business_date::business_date;
-use crate::domain::{At, Command, Order};
 use crate::http::ApiError;
 use crate::http::extract::{DeviceCaller, IdempotencyKey, IdempotencyScope};
 use crate::http::idempotency::{self, Claim, Recorded};
-use crate::store::orders::{self, Scope};
+use crate::store::orders::Scope;
 use crate::store::outbox;
-use crate::store::stores::{self, StoreContext};
+use crate::store::stores::StoreContext;
 
 /// What a command answers on success.
 pub struct Success {
@@ -39,7 +44,9 @@ impl Success {
     }
 }
 
-/// Runs `work` once per idempotency key, in a transaction with the key's record.
+/// Runs `work` once per idempotency key, in a transaction with the key's
+/// record: the path of commands that change no order (configuration,
+/// reports, device acknowledgements).
 pub async fn run_idempotent<F>(
     state: &AppState,
     caller: &impl IdempotencyScope,
@@ -76,6 +83,40 @@ where
     Ok(respond(&recorded))
 }
 
+/// Runs a terminal's order or payment command once per idempotency key, in
+/// its lane's next group commit (see [`crate::commit`]): `work` says what
+/// to do, `answer` builds the answer from what it did.
+pub async fn run_order_command(
+    state: &AppState,
+    caller: &DeviceCaller,
+    key: IdempotencyKey,
+    fingerprint: [u8; 32],
+    work: Work,
+    answer: Respond,
+) -> Result<Response, ApiError> {
+    let scope = caller.scope();
+    if let Some(recorded) = idempotency::cached(&state.redis, &scope, &key.0).await {
+        return recorded.replay(&fingerprint);
+    }
+    let job = Job {
+        scope: caller.store_scope(),
+        caller: scope,
+        key: key.0,
+        fingerprint,
+        work,
+        respond: answer,
+        context: outbox::Context::current(),
+    };
+    let (scope, key) = (job.caller.clone(), job.key.clone());
+    let reply = state.committer.submit(job).await?;
+    let (recorded, replayed) = match reply {
+        Reply::Ran(recorded) => (recorded, false),
+        Reply::Replay(recorded) => (recorded, true),
+    };
+    idempotency::remember(&state.redis, &scope, &key, &recorded, state.idempotency_ttl).await;
+    if replayed { recorded.replay(&fingerprint) } else { Ok(respond(&recorded)) }
+}
+
 fn respond(recorded: &Recorded) -> Response {
     let status = StatusCode::from_u16(recorded.status).unwrap_or(StatusCode::OK);
     if !status.is_success() {
@@ -84,83 +125,6 @@ fn respond(recorded: &Recorded) -> Response {
     let mut response = (status, recorded.body.clone()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-/// Loads the caller's order, decides `command`, saves the result and appends its events.
-pub async fn change_order(
-    conn: &mut PgConnection,
-    prefix: &str,
-    scope: Scope,
-    order_id: Uuid,
-    command: Command,
-    at: At,
-) -> Result<Order, ApiError> {
-    let now = at.now;
-    let order = orders::load(conn, scope, order_id).await?.ok_or(ApiError::NotFound("order"))?;
-    let events = order.decide(&command, at)?;
-    let before = order.version;
-    let mut after = order;
-    for event in &events {
-        after.apply(event);
-    }
-    orders::save(conn, scope, before, &after, &events, now).await?;
-    outbox::append(conn, prefix, scope, before, &events, now).await?;
-    if events.iter().any(|e| matches!(e, events::DomainEvent::OrderCompleted(_))) {
-        enqueue_receipt(conn, prefix, scope, after.id).await?;
-    }
-    Ok(after)
-}
-
-/// Commits a receipt job with the order's completion, when the terminal gave a contact.
-pub async fn enqueue_receipt(
-    conn: &mut PgConnection,
-    prefix: &str,
-    scope: Scope,
-    order_id: Uuid,
-) -> Result<(), ApiError> {
-    let customer: Option<serde_json::Value> = sqlx::query_scalar("SELECT customer FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let contact = |field: &str| {
-        customer.as_ref().and_then(|c| c.get(field)).and_then(|v| v.as_str()).map(str::to_owned)
-    };
-    let (email, phone) = (contact("email"), contact("phone"));
-    if email.is_none() && phone.is_none() {
-        return Ok(());
-    }
-    let job = events::work::ReceiptJob {
-        job_id: Uuid::now_v7(),
-        order_id,
-        merchant_id: scope.merchant_id,
-        store_id: scope.store_id,
-        email,
-        phone,
-    };
-    let kind = events::subjects::WorkKind::Receipt;
-    let payload = serde_json::to_vec(&job).map_err(|e| ApiError::Internal(e.into()))?;
-    outbox::append_work(
-        conn,
-        &events::subjects::work_subject(prefix, kind, scope.merchant_id),
-        job.job_id,
-        events::work::headers(kind, job.job_id),
-        payload,
-    )
-    .await
-}
-
-/// The order a payment belongs to, confined to the caller's store (404 otherwise).
-pub async fn order_of_payment(
-    conn: &mut PgConnection,
-    scope: Scope,
-    payment_id: Uuid,
-) -> Result<Uuid, ApiError> {
-    orders::order_of_payment(conn, scope, payment_id).await?.ok_or(ApiError::NotFound("payment"))
-}
-
-/// The caller's store settings; a token whose store is gone acts nowhere.
-pub async fn caller_store(state: &AppState, caller: &DeviceCaller) -> Result<StoreContext, ApiError> {
-    stores::load(&state.pg, caller.merchant_id, caller.store_id).await?.ok_or(ApiError::Forbidden)
 }
 
 impl StoreContext {

@@ -18,6 +18,7 @@ pub struct Config {
     /// How long idempotency records are kept (never less than 24 h).
     pub idempotency_ttl: Duration,
     pub limits: crate::http::rate_limit::Limits,
+    pub commit: crate::commit::CommitConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +56,13 @@ impl Config {
             limits: crate::http::rate_limit::Limits {
                 per_device: settings::parse("RATE_LIMIT_DEVICE_PER_MIN", 600)?,
                 per_merchant: settings::parse("RATE_LIMIT_MERCHANT_PER_MIN", 60_000)?,
+            },
+            commit: crate::commit::CommitConfig {
+                lanes: settings::parse("COMMIT_LANES", crate::commit::CommitConfig::default().lanes)?,
+                batch_max: settings::parse(
+                    "COMMIT_BATCH_MAX",
+                    crate::commit::CommitConfig::default().batch_max,
+                )?,
             },
         })
     }

@@ -10,6 +10,7 @@ pub mod app;
 /// Tokens live in `platform`, shared with the query API.
 pub use platform::auth;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod domain;
 pub mod http;

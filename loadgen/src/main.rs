@@ -3,6 +3,7 @@
 //! benchmark report. `scripts/bench.sh` runs the whole benchmark.
 
 mod broker;
+mod cpu;
 mod fleet;
 mod pgbench;
 mod report;
@@ -221,6 +222,7 @@ async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile
         })
     };
     let recorder = Arc::new(Recorder::default());
+    let cpu_before = cpu::snapshot();
     let elapsed = {
         let (scenario, recorder_op) = (scenario.clone(), recorder.clone());
         schedule::drive(label, profile, target.max_in_flight, recorder.clone(), move |scheduled| {
@@ -229,7 +231,9 @@ async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile
         .await
     };
     upkeep.abort();
-    recorder.summary(profile.peak(), elapsed)
+    let mut summary = recorder.summary(profile.peak(), elapsed);
+    summary.cpu = cpu::profile(&cpu_before, &cpu::snapshot(), elapsed.as_secs_f64());
+    summary
 }
 
 async fn warm_up(scenario: &Arc<Scenario>, target: &Target, rate: f64) {

@@ -125,6 +125,31 @@ fn run_table(out: &mut String, s: &RunSummary) {
         let list: Vec<String> = s.errors_by_status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(out, "Errors: {}.\n", list.join(", "));
     }
+    if let Some(cpu) = &s.cpu {
+        cpu_table(out, cpu, s.accepted_commands_per_sec);
+    }
+}
+
+/// Where the CPU went during the run: the profile by program.
+fn cpu_table(out: &mut String, cpu: &crate::cpu::CpuProfile, commands_per_sec: f64) {
+    let per = cpu.ms_per(commands_per_sec);
+    let _ = writeln!(
+        out,
+        "CPU during the run ({} cores; idle {:.0}%, stolen by the hypervisor {:.0}%):\n",
+        cpu.cores,
+        cpu.idle * 100.0,
+        cpu.steal * 100.0
+    );
+    let _ = writeln!(out, "| program | cores busy | CPU ms per accepted command |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    let mut rows: Vec<(&String, &f64)> = cpu.cores_by_program.iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (program, cores) in rows {
+        let _ = writeln!(out, "| {program} | {cores:.2} | {:.2} |", per[program]);
+    }
+    let total = cpu.total_cores();
+    let per_total = if commands_per_sec > 0.0 { total * 1000.0 / commands_per_sec } else { 0.0 };
+    let _ = writeln!(out, "| *all* | {total:.2} | {per_total:.2} |\n");
 }
 
 pub fn render(dir: &Path) -> anyhow::Result<String> {

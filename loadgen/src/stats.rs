@@ -185,6 +185,7 @@ impl Recorder {
             projection_lag: Percentiles::of(&inner.lag),
             projection_lag_samples: inner.lag.len(),
             projection_lag_timeouts: inner.lag_timeouts,
+            cpu: None,
         }
     }
 }
@@ -248,6 +249,9 @@ pub struct RunSummary {
     pub projection_lag: Percentiles,
     pub projection_lag_samples: u64,
     pub projection_lag_timeouts: u64,
+    /// CPU used during the run, by program (absent in results from before it was measured).
+    #[serde(default)]
+    pub cpu: Option<crate::cpu::CpuProfile>,
 }
 
 impl RunSummary {
@@ -293,6 +297,20 @@ impl RunSummary {
         );
         for (what, n) in &self.errors_by_status {
             println!("  error: {what}: {n}");
+        }
+        if let Some(cpu) = &self.cpu {
+            let per = cpu.ms_per(self.accepted_commands_per_sec);
+            let parts: Vec<String> = cpu
+                .cores_by_program
+                .iter()
+                .map(|(p, cores)| format!("{p} {cores:.2} ({:.2} ms/cmd)", per[p]))
+                .collect();
+            println!(
+                "  cpu (cores; ms per accepted command): {}; idle {:.0}%, steal {:.0}%",
+                parts.join(", "),
+                cpu.idle * 100.0,
+                cpu.steal * 100.0
+            );
         }
     }
 }

@@ -40,6 +40,11 @@ fn describe() {
         "HTTP request duration by method and route template"
     );
     h!("db_query_duration_seconds", metrics::Unit::Seconds, "Duration of database work by operation");
+    h!("command_batch_size", "Order and payment commands committed together in one transaction");
+    c!(
+        "command_batch_fallbacks_total",
+        "Group commits rolled back and run again one command per transaction"
+    );
     g!("db_connection_pool_size", "Open connections in the database pool");
     g!("db_connection_pool_available", "Idle connections in the database pool");
     c!("redis_operations_total", "Redis operations by operation and outcome");

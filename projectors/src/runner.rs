@@ -183,13 +183,14 @@ impl Runner {
         let mut first_available = self.first_available.load(Relaxed);
         let mut asked = false;
         let applied = loop {
-            match apply_batch(
+            match apply_batch_mode(
                 &self.pg,
                 self.projection,
                 self.projection.schema(),
                 name,
                 &decoded,
-                first_available,
+                Some(first_available),
+                true,
             )
             .await
             {
@@ -265,8 +266,8 @@ pub enum BatchError {
     Database(#[from] sqlx::Error),
 }
 
-/// Applies `events` (stream order) to `schema` and advances checkpoint `name`,
-/// in one transaction. `first_available` is the stream's first sequence: a
+/// Applies `events` (stream order) to `schema` event by event, with the
+/// reference rules, and advances checkpoint `name`, in one transaction. `first_available` is the stream's first sequence: a
 /// checkpoint below it means older events aged out, the only allowed jump.
 pub async fn apply_batch(
     pg: &PgPool,
@@ -293,7 +294,9 @@ pub async fn apply_batch_with(
 }
 
 /// As [`apply_batch_with`]; `bulk` applies the batch's events together
-/// ([`Projection::apply_many`]) rather than one by one: what rebuilds use.
+/// ([`Projection::apply_many`], a few multi-row statements) rather than one
+/// by one: what the live runner and rebuilds use. A hole in an aggregate's
+/// versions fails the whole batch either way, naming the same event.
 pub async fn apply_batch_mode(
     pg: &PgPool,
     projection: Projection,

@@ -66,6 +66,7 @@ impl TestApp {
             idempotency_ttl: Duration::from_secs(48 * 3600),
             // Off here; the rate-limit tests set their own.
             limits: command_api::http::rate_limit::Limits { per_device: 0, per_merchant: 0 },
+            commit: command_api::commit::CommitConfig::default(),
         };
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(command_api::run(config, listener, shutdown.clone()));
@@ -109,6 +110,7 @@ impl TestApp {
             },
             idempotency_ttl: Duration::from_secs(48 * 3600),
             limits,
+            commit: command_api::commit::CommitConfig::default(),
         };
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(command_api::run(config, listener, shutdown.clone()));

@@ -331,3 +331,68 @@ async fn posctl_check_confirms_agreement_and_names_every_difference() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// Applies `events` to every projection's live schema, `batch` at a time.
+async fn apply_stream(env: &TestEnv, events: &[projectors::event::Event], batch: usize, bulk: bool) {
+    for p in Projection::ALL {
+        for chunk in events.chunks(batch) {
+            let applied =
+                projectors::runner::apply_batch_mode(&env.pg, p, p.schema(), p.name(), chunk, Some(1), bulk)
+                    .await
+                    .expect("the batch applies");
+            assert_eq!(applied.last_index, Some(chunk.len() - 1), "{} left part of a batch", p.name());
+        }
+    }
+}
+
+#[tokio::test]
+async fn batches_give_the_same_rows_as_the_event_by_event_rules() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await; // no projectors: this test applies the stream itself
+    let m = env.merchant(2).await;
+    let tokens = [app.token(&m, 0).await, app.token(&m, 1).await];
+    futures_util::future::join_all(tokens.iter().map(|t| trade(&app, t, 40))).await;
+    smartpos_tests::eventually(std::time::Duration::from_secs(30), "the outbox to drain", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&env.pg)
+            .await
+            .ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+    let events: Vec<projectors::event::Event> =
+        smartpos_tests::stream::read_all(&env.nats_url, &env.events_stream())
+            .await
+            .iter()
+            .map(|s| {
+                let mut headers = async_nats::HeaderMap::new();
+                for (k, v) in &s.headers {
+                    headers.insert(k.as_str(), v.as_str());
+                }
+                projectors::event::decode(s.seq, Some(&headers), &s.payload).expect("decodes")
+            })
+            .collect();
+    assert!(events.len() > 300, "only {} events", events.len());
+
+    let reset = || async {
+        for sql in [
+            "TRUNCATE rm_bills.bills, rm_bills.bill_payments, rm_bills.bill_refunds, rm_sales.captures, rm_sales.refunds, rm_devices.device_status",
+            "UPDATE projection_checkpoints SET stream_seq = 0",
+        ] {
+            sqlx::query(sql).execute(&env.pg).await.expect("reset");
+        }
+    };
+    // The reference: every event on its own, by the one-event rules.
+    apply_stream(&env, &events, 1, false).await;
+    let reference = snapshot(&env, None).await;
+    assert!(reference.iter().any(|r| r.starts_with("rm_sales.refunds ")), "the trade has refunds");
+    assert!(reference.iter().any(|r| r.starts_with("rm_devices.device_status ")), "and devices");
+    // Batches of odd sizes (an order's events split across batches) and one batch of all.
+    for size in [7, events.len()] {
+        reset().await;
+        apply_stream(&env, &events, size, true).await;
+        assert_same(&snapshot(&env, None).await, &reference, &format!("batches of {size}"));
+    }
+    app.stop().await;
+    env.cleanup().await;
+}

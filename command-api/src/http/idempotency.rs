@@ -18,6 +18,9 @@ use axum::response::{IntoResponse, Response};
 use redis::AsyncCommands;
 use sqlx::PgConnection;
 use std::time::Duration;
+use uuid::Uuid;
+
+use crate::store::stores::StoreContext;
 
 use super::error::{ApiError, problem_response};
 
@@ -115,36 +118,95 @@ pub enum Claim {
     Done(Recorded),
 }
 
-/// Lock taken; the completed record's hash, status and body, if any.
-type ClaimRow = (bool, Option<Vec<u8>>, Option<i16>, Option<Vec<u8>>);
+/// The claim statement's answer for one key: lock taken, the completed
+/// record if any, and the caller's store settings when asked for.
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    locked: bool,
+    request_hash: Option<Vec<u8>>,
+    status_code: Option<i16>,
+    response_body: Option<Vec<u8>>,
+    #[sqlx(flatten)]
+    store: crate::store::stores::StoreRow,
+}
 
-/// Claims `key` for `scope` in the open transaction, or reports it in flight.
+/// One key to claim: the caller's scope, the key, and optionally the
+/// (merchant, store) whose settings the command needs.
+pub struct ClaimRequest<'a> {
+    pub scope: &'a str,
+    pub key: &'a str,
+    pub store: Option<(Uuid, Uuid)>,
+}
+
+/// What claiming one key found.
+pub struct Claimed {
+    /// The key is being used by another request right now (409).
+    pub in_flight: bool,
+    pub claim: Claim,
+    /// The store's settings; `None` when not asked for or not the merchant's.
+    pub store: Option<StoreContext>,
+}
+
+/// Claims every key in the open transaction: one round trip for all.
 ///
-/// One round trip: the transaction-scoped advisory lock and the lookup of a
-/// completed record. The lookup's snapshot may predate a twin that committed
-/// while this statement waited for nothing (the lock is a *try*); such a twin's
-/// record makes this command's own [`record`] fail on the primary key, which
-/// rolls everything back and answers 409, so a command is never applied twice.
-pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str) -> Result<Claim, ApiError> {
-    let (locked, request_hash, status, body): ClaimRow = sqlx::query_as(
-        "SELECT l.locked, k.request_hash, k.status_code, k.response_body
-               FROM (SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7)) AS locked) l
-               LEFT JOIN idempotency_keys k ON l.locked AND k.caller = $2 AND k.key = $3",
-    )
-    .bind(format!("{scope}\n{key}"))
-    .bind(scope)
-    .bind(key)
-    .fetch_one(&mut *conn)
+/// Per key: a transaction-scoped advisory lock (a *try*: a twin in flight
+/// is reported, not waited for), the lookup of a completed record, and the
+/// store's settings. The lookup's snapshot may predate a twin that committed
+/// while this statement ran; such a twin's record makes this command's own
+/// record fail on the primary key, which rolls everything back, so a
+/// command is never applied twice. Advisory locks are re-entrant within a
+/// session: the same key twice in one call must be caught by the caller.
+pub async fn claim_many(
+    conn: &mut PgConnection,
+    requests: &[ClaimRequest<'_>],
+) -> Result<Vec<Claimed>, ApiError> {
+    let scopes: Vec<&str> = requests.iter().map(|r| r.scope).collect();
+    let keys: Vec<&str> = requests.iter().map(|r| r.key).collect();
+    let merchants: Vec<Option<Uuid>> = requests.iter().map(|r| r.store.map(|s| s.0)).collect();
+    let stores: Vec<Option<Uuid>> = requests.iter().map(|r| r.store.map(|s| s.1)).collect();
+    let rows: Vec<ClaimRow> = sqlx::query_as(&format!(
+        "SELECT l.locked, k.request_hash, k.status_code, k.response_body, st.*
+           FROM (SELECT u.*, pg_try_advisory_xact_lock(hashtextextended(u.caller || E'\\n' || u.key, 7)) AS locked
+                   FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::uuid[]) WITH ORDINALITY
+                        AS u(caller, key, merchant_id, store_id, n)) l
+           LEFT JOIN idempotency_keys k ON l.locked AND k.caller = l.caller AND k.key = l.key
+           LEFT JOIN LATERAL ({}) st ON true
+          ORDER BY l.n",
+        crate::store::stores::settings_sql("l.store_id", "l.merchant_id")
+    ))
+    .bind(&scopes)
+    .bind(&keys)
+    .bind(&merchants)
+    .bind(&stores)
+    .fetch_all(&mut *conn)
     .await?;
-    if !locked {
-        return Err(ApiError::IdempotencyKeyInFlight);
+    requests
+        .iter()
+        .zip(rows)
+        .map(|(request, row)| {
+            let claim = match (row.request_hash, row.status_code, row.response_body) {
+                (Some(request_hash), Some(status), Some(body)) => {
+                    Claim::Done(Recorded { request_hash, status: u16::try_from(status).unwrap_or(500), body })
+                }
+                _ => Claim::Fresh,
+            };
+            let store = match request.store {
+                Some((_, store_id)) => row.store.into_context(store_id)?,
+                None => None,
+            };
+            Ok(Claimed { in_flight: !row.locked, claim, store })
+        })
+        .collect()
+}
+
+/// Claims one key (see [`claim_many`]); a key in flight is a 409.
+pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str) -> Result<Claim, ApiError> {
+    let mut claimed = claim_many(conn, &[ClaimRequest { scope, key, store: None }]).await?;
+    match claimed.pop() {
+        Some(c) if c.in_flight => Err(ApiError::IdempotencyKeyInFlight),
+        Some(c) => Ok(c.claim),
+        None => Err(ApiError::Internal(anyhow::anyhow!("the claim returned no row"))),
     }
-    Ok(match (request_hash, status, body) {
-        (Some(request_hash), Some(status), Some(body)) => {
-            Claim::Done(Recorded { request_hash, status: u16::try_from(status).unwrap_or(500), body })
-        }
-        _ => Claim::Fresh,
-    })
 }
 
 /// Records the response of a fresh key in the command's transaction.

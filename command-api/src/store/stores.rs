@@ -3,7 +3,6 @@
 use chrono::NaiveTime;
 use chrono_tz::Tz;
 use events::Currency;
-use sqlx::PgPool;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -18,34 +17,48 @@ pub struct StoreContext {
     pub taxes: TaxTable,
 }
 
-/// Time zone, close of day, currency, tax rounding and tax rates (category → basis points).
-type StoreRow = (String, NaiveTime, String, String, sqlx::types::Json<HashMap<String, i32>>);
-
-/// The settings of `store_id` within `merchant_id`; `None` when it is not theirs.
-pub async fn load(pg: &PgPool, merchant_id: Uuid, store_id: Uuid) -> Result<Option<StoreContext>, ApiError> {
-    // One round trip: the store, its merchant's rounding and its tax rates.
-    let row: Option<StoreRow> = sqlx::query_as(
-        "SELECT s.time_zone, s.close_of_day, s.currency, m.tax_rounding,
-                    COALESCE((SELECT jsonb_object_agg(category, rate_bp) FROM tax_rates t
-                               WHERE t.merchant_id = m.id), '{}'::jsonb)
-               FROM stores s JOIN merchants m ON m.id = s.merchant_id
-              WHERE s.id = $1 AND s.merchant_id = $2",
+/// The settings query for the store in SQL expression `store` of the merchant
+/// in `merchant`: one row, or none when the store is not the merchant's (or
+/// either is null). Used as a lateral join of the key's claim.
+pub fn settings_sql(store: &str, merchant: &str) -> String {
+    format!(
+        "SELECT s.time_zone, s.close_of_day, s.currency::text AS currency, m.tax_rounding,
+                COALESCE((SELECT jsonb_object_agg(category, rate_bp) FROM tax_rates t
+                           WHERE t.merchant_id = m.id), '{{}}'::jsonb) AS tax_rates
+           FROM stores s JOIN merchants m ON m.id = s.merchant_id
+          WHERE s.id = {store} AND s.merchant_id = {merchant}"
     )
-    .bind(store_id)
-    .bind(merchant_id)
-    .fetch_optional(pg)
-    .await?;
-    let Some((tz, close_of_day, currency, rounding, rates)) = row else {
-        return Ok(None);
-    };
-    let corrupt = |what: &str| ApiError::Internal(anyhow::anyhow!("store {store_id} has an invalid {what}"));
-    Ok(Some(StoreContext {
-        time_zone: tz.parse().map_err(|_| corrupt("time zone"))?,
-        close_of_day,
-        currency: Currency::parse(currency.trim()).map_err(|_| corrupt("currency"))?,
-        taxes: TaxTable {
-            rates_bp: rates.0,
-            rounding: Rounding::parse(&rounding).ok_or_else(|| corrupt("tax rounding"))?,
-        },
-    }))
+}
+
+/// Time zone, close of day, currency, tax rounding and tax rates (category → basis points);
+/// all absent when the settings query found no store.
+#[derive(Debug, sqlx::FromRow)]
+pub struct StoreRow {
+    time_zone: Option<String>,
+    close_of_day: Option<NaiveTime>,
+    currency: Option<String>,
+    tax_rounding: Option<String>,
+    tax_rates: Option<sqlx::types::Json<HashMap<String, i32>>>,
+}
+
+impl StoreRow {
+    /// The settings of `store_id`, `None` when the row is empty.
+    pub fn into_context(self, store_id: Uuid) -> Result<Option<StoreContext>, ApiError> {
+        let (Some(tz), Some(close_of_day), Some(currency), Some(rounding), Some(rates)) =
+            (self.time_zone, self.close_of_day, self.currency, self.tax_rounding, self.tax_rates)
+        else {
+            return Ok(None);
+        };
+        let corrupt =
+            |what: &str| ApiError::Internal(anyhow::anyhow!("store {store_id} has an invalid {what}"));
+        Ok(Some(StoreContext {
+            time_zone: tz.parse().map_err(|_| corrupt("time zone"))?,
+            close_of_day,
+            currency: Currency::parse(currency.trim()).map_err(|_| corrupt("currency"))?,
+            taxes: TaxTable {
+                rates_bp: rates.0,
+                rounding: Rounding::parse(&rounding).ok_or_else(|| corrupt("tax rounding"))?,
+            },
+        }))
+    }
 }

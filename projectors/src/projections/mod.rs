@@ -64,22 +64,19 @@ impl Projection {
         format!("{stream_prefix}_PROJ_{}", self.name().to_uppercase())
     }
 
-    /// Applies `events` in order in the current transaction and `search_path`:
-    /// bills as one folded batch (a handful of multi-row statements), the
-    /// others event by event.
+    /// Applies `events` in order in the current transaction and `search_path`,
+    /// as one folded batch: a handful of multi-row statements, whatever the
+    /// batch's size. What the live runner and rebuilds use.
     pub async fn apply_many(self, conn: &mut PgConnection, events: &[&Event]) -> Result<(), ApplyError> {
         match self {
             Self::Bills => bills_bulk::apply_many(conn, events).await,
-            _ => {
-                for e in events {
-                    self.apply(conn, e).await?;
-                }
-                Ok(())
-            }
+            Self::StoreDailySales => store_daily_sales::apply_many(conn, events).await,
+            Self::DeviceStatus => device_status::apply_many(conn, events).await,
         }
     }
 
-    /// Applies one event in the current transaction and `search_path`.
+    /// Applies one event in the current transaction and `search_path`: the
+    /// reference rules, which tests hold the batch form to.
     pub async fn apply(self, conn: &mut PgConnection, event: &Event) -> Result<(), ApplyError> {
         match self {
             Self::Bills => bills::apply(conn, event).await,

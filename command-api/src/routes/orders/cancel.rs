@@ -3,18 +3,20 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, caller_store, change_order, run_idempotent};
+use crate::commands::{Success, run_order_command};
+use crate::commit::{Respond, Work};
 use crate::domain::{Command, PaymentStatus};
 use crate::http::ApiError;
 use crate::http::error::Problem;
 use crate::http::extract::{ApiJson, DeviceCaller, IdempotencyKey};
 use crate::routes::path_id;
+use crate::store::orders::Find;
+use std::sync::Arc;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,33 +51,25 @@ pub async fn cancel_order(
     body: ApiJson<CancelOrder>,
 ) -> Result<Response, ApiError> {
     let order_id = path_id(&id, "order")?;
-    let store = caller_store(&state, &caller).await?;
-    let prefix = state.subject_prefix.clone();
-    let scope = caller.store_scope();
-    run_idempotent(&state, &caller, key, body.fingerprint, move |conn| {
-        Box::pin(async move {
-            let before = crate::store::orders::load(conn, scope, order_id).await?;
-            let at = store.at(Utc::now());
-            let order = change_order(conn, &prefix, scope, order_id, Command::Cancel, at).await?;
-            let was_open: Vec<Uuid> = before
-                .map(|o| {
-                    o.payments
-                        .iter()
-                        .filter(|p| matches!(p.status, PaymentStatus::Pending | PaymentStatus::Authorized))
-                        .map(|p| p.id)
-                        .collect()
-                })
-                .unwrap_or_default();
-            Success::json(
-                StatusCode::OK,
-                &CanceledBody {
-                    order_id,
-                    status: order.status.as_str(),
-                    voided_payments: was_open,
-                    version: order.version,
-                },
-            )
-        })
-    })
-    .await
+    let answer: Respond = Arc::new(move |c| {
+        // The tenders still open before the cancel are the ones it voided.
+        let was_open: Vec<Uuid> = c
+            .before
+            .iter()
+            .flat_map(|o| o.payments.iter())
+            .filter(|p| matches!(p.status, PaymentStatus::Pending | PaymentStatus::Authorized))
+            .map(|p| p.id)
+            .collect();
+        Success::json(
+            StatusCode::OK,
+            &CanceledBody {
+                order_id,
+                status: c.after.status.as_str(),
+                voided_payments: was_open,
+                version: c.after.version,
+            },
+        )
+    });
+    let work = Work::Change { find: Find::Order(order_id), command: Command::Cancel };
+    run_order_command(&state, &caller, key, body.fingerprint, work, answer).await
 }

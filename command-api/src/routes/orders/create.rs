@@ -3,20 +3,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::super::{PricedLineBody, TaxLineBody};
 use crate::app::AppState;
-use crate::commands::{Success, caller_store, run_idempotent};
+use crate::commands::{Success, run_order_command};
+use crate::commit::{Build, NewOrder, Respond, Work};
 use crate::domain::{Order, pricing};
 use crate::http::ApiError;
 use crate::http::error::Problem;
 use crate::http::extract::{ApiJson, DeviceCaller, IdempotencyKey};
-use crate::store::{orders, outbox};
 use events::domain::OrderCreated;
+use std::sync::Arc;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -144,16 +144,22 @@ pub async fn create_order(
     body: ApiJson<CreateOrder>,
 ) -> Result<Response, ApiError> {
     let ApiJson { value: req, fingerprint } = body;
-    let store = caller_store(&state, &caller).await?;
+    let (work, answer) = plan(req);
+    run_order_command(&state, &caller, key, fingerprint, work, answer).await
+}
+
+/// What creating `req` does and answers, as data for a lane (see [`crate::commit`]).
+/// Field errors are found here and when pricing against the store's settings,
+/// which come with the key's claim; either way they record nothing, so a
+/// corrected retry may reuse the key.
+pub fn plan(req: CreateOrder) -> (Work, Respond) {
     let mut errors = Vec::new();
-    match events::Currency::parse(&req.currency) {
-        Ok(c) if c == store.currency => {}
-        Ok(_) => errors
-            .push(pricing::FieldError::new("/currency", format!("this store sells in {}", store.currency))),
-        Err(e) => errors.push(pricing::FieldError::new("/currency", e.to_string())),
-    }
     if let Some(customer) = &req.customer {
         errors.extend(validate_customer(customer));
+    }
+    let currency = events::Currency::parse(&req.currency);
+    if let Err(e) = &currency {
+        errors.push(pricing::FieldError::new("/currency", e.to_string()));
     }
     let lines: Vec<pricing::LineInput> = req
         .lines
@@ -166,43 +172,41 @@ pub async fn create_order(
             tax_category: l.tax_category,
         })
         .collect();
-    let priced = pricing::price(&lines, &store.taxes);
-    let priced = match priced {
-        Ok(p) if errors.is_empty() => p,
-        Ok(_) => return Err(ApiError::validation(errors)),
-        Err(mut e) => {
-            errors.append(&mut e);
-            return Err(ApiError::validation(errors));
-        }
-    };
     let customer = req.customer.map(|c| serde_json::to_value(c).unwrap_or_default());
     let order_id = req.order_id.unwrap_or_else(Uuid::now_v7);
-    let prefix = state.subject_prefix.clone();
-    let scope = caller.store_scope();
-    run_idempotent(&state, &caller, key, fingerprint, move |conn| {
-        Box::pin(async move {
-            let at = store.at(Utc::now());
-            let now = at.now;
-            let (order, events) = Order::create(OrderCreated {
-                order_id,
-                currency: store.currency,
-                lines: priced.lines,
-                taxes: priced.taxes,
-                subtotal: priced.subtotal,
-                tax: priced.tax,
-                total: priced.total,
-                business_date: at.business_date,
-                created_at: now,
-            });
-            orders::insert(conn, scope, &order, customer.as_ref()).await?;
-            outbox::append(conn, &prefix, scope, 0, &events, now).await?;
-            if order.status == crate::domain::OrderStatus::Completed {
-                crate::commands::enqueue_receipt(conn, &prefix, scope, order.id).await?;
+    let build: Build = Arc::new(move |store, at| {
+        let mut errors = errors.clone();
+        if let Ok(c) = &currency
+            && *c != store.currency
+        {
+            errors.push(pricing::FieldError::new(
+                "/currency",
+                format!("this store sells in {}", store.currency),
+            ));
+        }
+        let priced = match pricing::price(&lines, &store.taxes) {
+            Ok(p) if errors.is_empty() => p,
+            Ok(_) => return Err(ApiError::validation(errors)),
+            Err(mut e) => {
+                errors.append(&mut e);
+                return Err(ApiError::validation(errors));
             }
-            Success::json(StatusCode::CREATED, &OrderBody::of(&order))
-        })
-    })
-    .await
+        };
+        let (order, events) = Order::create(OrderCreated {
+            order_id,
+            currency: store.currency,
+            lines: priced.lines,
+            taxes: priced.taxes,
+            subtotal: priced.subtotal,
+            tax: priced.tax,
+            total: priced.total,
+            business_date: at.business_date,
+            created_at: at.now,
+        });
+        Ok(NewOrder { order, events, customer: customer.clone() })
+    });
+    let answer: Respond = Arc::new(|c| Success::json(StatusCode::CREATED, &OrderBody::of(&c.after)));
+    (Work::Create(build), answer)
 }
 
 #[cfg(test)]

@@ -3,18 +3,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use events::domain::{CaptureMode, PaymentMethod};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, caller_store, change_order, run_idempotent};
+use crate::commands::{Success, run_order_command};
+use crate::commit::{Respond, Work};
 use crate::domain::Command;
 use crate::http::ApiError;
 use crate::http::error::Problem;
 use crate::http::extract::{ApiJson, DeviceCaller, IdempotencyKey};
+use crate::store::orders::Find;
+use std::sync::Arc;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,38 +78,32 @@ pub async fn create_payment(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let store = caller_store(&state, &caller).await?;
     let payment_id = req.payment_id.unwrap_or_else(Uuid::now_v7);
-    let prefix = state.subject_prefix.clone();
-    let scope = caller.store_scope();
-    run_idempotent(&state, &caller, key, fingerprint, move |conn| {
-        Box::pin(async move {
-            let at = store.at(Utc::now());
-            let capture = req.capture.unwrap_or(CaptureMode::Automatic);
-            let command = Command::CreatePayment {
+    let command = Command::CreatePayment {
+        payment_id,
+        method: req.method,
+        amount: req.amount,
+        tip: req.tip.unwrap_or(0),
+        capture: req.capture.unwrap_or(CaptureMode::Automatic),
+    };
+    let answer: Respond = Arc::new(move |c| {
+        let order = &c.after;
+        let p = order.payment(payment_id).ok_or(ApiError::NotFound("payment"))?;
+        Success::json(
+            StatusCode::CREATED,
+            &PaymentBody {
                 payment_id,
-                method: req.method,
-                amount: req.amount,
-                tip: req.tip.unwrap_or(0),
-                capture,
-            };
-            let order = change_order(conn, &prefix, scope, req.order_id, command, at).await?;
-            let p = order.payment(payment_id).ok_or(ApiError::NotFound("payment"))?;
-            Success::json(
-                StatusCode::CREATED,
-                &PaymentBody {
-                    payment_id,
-                    order_id: order.id,
-                    status: p.status.as_str(),
-                    method: p.method.as_str(),
-                    amount: p.amount,
-                    tip: p.tip,
-                    currency: order.currency.code().to_owned(),
-                    capture: crate::store::orders::capture_str(p.capture),
-                    version: order.version,
-                },
-            )
-        })
-    })
-    .await
+                order_id: order.id,
+                status: p.status.as_str(),
+                method: p.method.as_str(),
+                amount: p.amount,
+                tip: p.tip,
+                currency: order.currency.code().to_owned(),
+                capture: crate::store::orders::capture_str(p.capture),
+                version: order.version,
+            },
+        )
+    });
+    let work = Work::Change { find: Find::Order(req.order_id), command };
+    run_order_command(&state, &caller, key, fingerprint, work, answer).await
 }

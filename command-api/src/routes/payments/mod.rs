@@ -8,16 +8,18 @@ pub mod void;
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, caller_store, change_order, order_of_payment, run_idempotent};
+use crate::commands::{Success, run_order_command};
+use crate::commit::{Respond, Work};
 use crate::domain::{Command, Order, OrderStatus};
 use crate::http::ApiError;
 use crate::http::extract::{DeviceCaller, IdempotencyKey};
+use crate::store::orders::Find;
+use std::sync::Arc;
 
 /// A payment's state after a transition, with its order's.
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,16 +57,8 @@ pub async fn transition(
     payment_id: Uuid,
     command: Command,
 ) -> Result<Response, ApiError> {
-    let store = caller_store(state, caller).await?;
-    let prefix = state.subject_prefix.clone();
-    let scope = caller.store_scope();
-    run_idempotent(state, caller, key, fingerprint, move |conn| {
-        Box::pin(async move {
-            let order_id = order_of_payment(conn, scope, payment_id).await?;
-            let at = store.at(Utc::now());
-            let order = change_order(conn, &prefix, scope, order_id, command, at).await?;
-            Success::json(StatusCode::OK, &PaymentStateBody::of(&order, payment_id))
-        })
-    })
-    .await
+    let answer: Respond =
+        Arc::new(move |c| Success::json(StatusCode::OK, &PaymentStateBody::of(&c.after, payment_id)));
+    let work = Work::Change { find: Find::Payment(payment_id), command };
+    run_order_command(state, caller, key, fingerprint, work, answer).await
 }

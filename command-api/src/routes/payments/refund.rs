@@ -8,18 +8,20 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::commands::{Success, caller_store, change_order, order_of_payment, run_idempotent};
+use crate::commands::{Success, run_order_command};
+use crate::commit::{Respond, Work};
 use crate::domain::Command;
 use crate::http::ApiError;
 use crate::http::error::Problem;
 use crate::http::extract::{ApiJson, DeviceCaller, IdempotencyKey};
 use crate::routes::path_id;
+use crate::store::orders::Find;
+use std::sync::Arc;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,29 +75,24 @@ pub async fn refund_payment(
         return Err(ApiError::field("/reason", "must be at most 500 characters"));
     }
     let refund_id = req.refund_id.unwrap_or_else(Uuid::now_v7);
-    let store = caller_store(&state, &caller).await?;
-    let prefix = state.subject_prefix.clone();
-    let scope = caller.store_scope();
-    run_idempotent(&state, &caller, key, fingerprint, move |conn| {
-        Box::pin(async move {
-            let order_id = order_of_payment(conn, scope, payment_id).await?;
-            let command = Command::Refund { refund_id, payment_id, amount: req.amount, reason: req.reason };
-            let order = change_order(conn, &prefix, scope, order_id, command, store.at(Utc::now())).await?;
-            let refunded_total = order.payment(payment_id).map_or(0, |p| p.refunded);
-            Success::json(
-                StatusCode::CREATED,
-                &RefundBody {
-                    refund_id,
-                    payment_id,
-                    order_id,
-                    status: "succeeded",
-                    amount: req.amount,
-                    currency: order.currency.code().to_owned(),
-                    refunded_total,
-                    version: order.version,
-                },
-            )
-        })
-    })
-    .await
+    let amount = req.amount;
+    let answer: Respond = Arc::new(move |c| {
+        let order = &c.after;
+        Success::json(
+            StatusCode::CREATED,
+            &RefundBody {
+                refund_id,
+                payment_id,
+                order_id: order.id,
+                status: "succeeded",
+                amount,
+                currency: order.currency.code().to_owned(),
+                refunded_total: order.payment(payment_id).map_or(0, |p| p.refunded),
+                version: order.version,
+            },
+        )
+    });
+    let command = Command::Refund { refund_id, payment_id, amount, reason: req.reason };
+    let work = Work::Change { find: Find::Payment(payment_id), command };
+    run_order_command(&state, &caller, key, fingerprint, work, answer).await
 }

@@ -1,0 +1,164 @@
+//! Where the machine's CPU went during a measured run: a profile by process.
+//!
+//! Everything shares this machine's cores (the services, PostgreSQL, NATS,
+//! Redis and the load generator itself), so the useful question is not "how
+//! fast is each part" but "how many CPU milliseconds does one accepted
+//! command cost, and in which process". Two snapshots of `/proc` (one before,
+//! one after a run) answer it: each process's user + system time, summed per
+//! program name (all PostgreSQL backends together), and the machine's busy,
+//! idle and steal time from `/proc/stat`. Linux only; elsewhere the profile
+//! is simply absent.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Program names profiled one by one; everything else is summed as `other`.
+const PROGRAMS: [&str; 9] = [
+    "command-api",
+    "query-api",
+    "projectors",
+    "workers",
+    "postgres",
+    "nats-server",
+    "redis-server",
+    "loadgen",
+    "pgbench",
+];
+
+/// CPU ticks per program, and the machine's totals, at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    ticks: BTreeMap<String, u64>,
+    machine: Machine,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Machine {
+    busy: u64,
+    idle: u64,
+    steal: u64,
+}
+
+/// What a run cost, in CPU, by program.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuProfile {
+    /// Cores' worth of CPU each program used on average (1.0 = one core busy).
+    pub cores_by_program: BTreeMap<String, f64>,
+    /// Fraction of the machine's CPU time that was idle, and stolen by the hypervisor.
+    pub idle: f64,
+    pub steal: f64,
+    pub cores: usize,
+}
+
+impl CpuProfile {
+    /// CPU milliseconds per unit of work (e.g. per accepted command), by program.
+    pub fn ms_per(&self, per_second: f64) -> BTreeMap<String, f64> {
+        self.cores_by_program
+            .iter()
+            .map(|(p, cores)| (p.clone(), if per_second > 0.0 { cores * 1000.0 / per_second } else { 0.0 }))
+            .collect()
+    }
+
+    pub fn total_cores(&self) -> f64 {
+        self.cores_by_program.values().sum()
+    }
+}
+
+/// The CPU counters now (empty where `/proc` is not there).
+pub fn snapshot() -> Snapshot {
+    let mut ticks = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            if let Some((program, t)) = parse_stat(&stat) {
+                *ticks.entry(program).or_insert(0) += t;
+            }
+        }
+    }
+    let machine =
+        std::fs::read_to_string("/proc/stat").ok().and_then(|s| parse_machine(&s)).unwrap_or_default();
+    Snapshot { ticks, machine }
+}
+
+/// The profile between two snapshots taken `seconds` apart.
+pub fn profile(before: &Snapshot, after: &Snapshot, seconds: f64) -> Option<CpuProfile> {
+    let hz = 100.0; // USER_HZ: the unit of /proc's tick counts on Linux.
+    let total = (after.machine.busy + after.machine.idle + after.machine.steal)
+        .checked_sub(before.machine.busy + before.machine.idle + before.machine.steal)?;
+    if total == 0 || seconds <= 0.0 {
+        return None;
+    }
+    let mut cores_by_program = BTreeMap::new();
+    for (program, t) in &after.ticks {
+        // A process that started during the run counts from zero; one that ended is lost.
+        let used = t.saturating_sub(before.ticks.get(program).copied().unwrap_or(0));
+        if used > 0 {
+            cores_by_program.insert(program.clone(), used as f64 / hz / seconds);
+        }
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    Some(CpuProfile {
+        cores_by_program,
+        idle: (after.machine.idle.saturating_sub(before.machine.idle)) as f64 / total as f64,
+        steal: (after.machine.steal.saturating_sub(before.machine.steal)) as f64 / total as f64,
+        cores,
+    })
+}
+
+/// `(program, utime + stime)` from a `/proc/<pid>/stat` line.
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    // The command name sits in parentheses and may itself contain spaces or ')'.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?;
+    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+    // After the name: state is field 3 of the line, utime 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let program = PROGRAMS.iter().find(|p| comm.starts_with(**p)).map_or("other", |p| p);
+    Some((program.to_owned(), utime + stime))
+}
+
+/// Busy, idle (+ iowait) and steal ticks from the `cpu` line of `/proc/stat`.
+fn parse_machine(stat: &str) -> Option<Machine> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    Some(Machine { busy: get(0) + get(1) + get(2) + get(5) + get(6), idle: get(3) + get(4), steal: get(7) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_the_program_and_its_cpu_ticks() {
+        let line = "4242 (postgres: smartpos smartpos_bench 127.0.0.1(5) idle) S 1 2 3 0 -1 4194560 \
+                    10 0 0 0 150 25 0 0 20 0 1 0 100 0 0";
+        assert_eq!(parse_stat(line), Some(("postgres".to_owned(), 175)));
+        let other = "7 (kworker/0:1) I 2 0 0 0 -1 69238880 0 0 0 0 3 4 0 0 20 0 1 0 10 0 0";
+        assert_eq!(parse_stat(other), Some(("other".to_owned(), 7)));
+    }
+
+    #[test]
+    fn the_profile_is_cores_per_program_over_the_interval() {
+        let mut before = Snapshot::default();
+        before.ticks.insert("postgres".into(), 100);
+        before.machine = Machine { busy: 1000, idle: 1000, steal: 0 };
+        let mut after = before.clone();
+        after.ticks.insert("postgres".into(), 300); // 2 s of CPU
+        after.ticks.insert("command-api".into(), 50); // started during the run
+        after.machine = Machine { busy: 1600, idle: 1300, steal: 100 };
+        let p = profile(&before, &after, 2.0).expect("profile");
+        assert!((p.cores_by_program["postgres"] - 1.0).abs() < 1e-9);
+        assert!((p.cores_by_program["command-api"] - 0.25).abs() < 1e-9);
+        assert!((p.idle - 0.3).abs() < 1e-9 && (p.steal - 0.1).abs() < 1e-9);
+        assert!((p.ms_per(500.0)["postgres"] - 2.0).abs() < 1e-9);
+    }
+}
