@@ -8,7 +8,9 @@
 #       them) under scenario 1: the highest rate meeting the SLO, a run at half
 #       the pgbench ceiling, and the scenario-3 burst;
 # then `posctl check` (read models = write model), a timed `posctl rebuild
-# bills`, and BENCHMARKS.md with every figure and the ratios of (c) to (a), (b).
+# bills`; then the rows ten million events leave behind, bulk-loaded, and the
+# same load again (flat cost as data grows); and BENCHMARKS.md with every
+# figure and the ratios of (c) to (a), (b) and of full to empty.
 #
 # It uses its own database (smartpos_bench), stream prefix (BENCH) and ports
 # (18080, 18081, 19101, 19102), so it runs beside `scripts/up.sh`. Results and
@@ -62,6 +64,11 @@ $B/posctl check --wait 300 | tee "$OUT/check.txt"
 log "rebuild of the bills projection from the whole stream"
 $B/posctl rebuild bills 2>&1 | tee "$OUT/rebuild.txt"
 $B/posctl check --wait 60 | tee -a "$OUT/check.txt"
+
+log "flat cost: the rows of ${BENCH_HISTORY_EVENTS:-10000000} events, then the same load again"
+$B/loadgen history --events "${BENCH_HISTORY_EVENTS:-10000000}" --json "$OUT/history.json"
+$B/loadgen run --json "$OUT/full-fixed.json" --rate-of-max "$OUT/max.json" --fraction 1 --seconds 30
+$B/loadgen max --json "$OUT/full-max.json" --start "${BENCH_START_RATE:-100}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
 
 stop
 pids=()

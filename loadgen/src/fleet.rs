@@ -35,6 +35,16 @@ fn id(kind: u128, merchant: usize, device: usize) -> Uuid {
 }
 
 impl Fleet {
+    /// The merchants, stores and terminals of a fleet of this size, by id (for bulk history).
+    pub fn owners(merchants: usize, devices_per_store: usize) -> crate::history::Owners {
+        crate::history::Owners {
+            merchants: (0..merchants).map(|m| id(1, m, 0)).collect(),
+            stores: (0..merchants).map(|m| id(2, m, 0)).collect(),
+            devices: (0..merchants).flat_map(|m| (0..devices_per_store).map(move |d| id(3, m, d))).collect(),
+            per_store: devices_per_store,
+        }
+    }
+
     /// Upserts `merchants` Tokyo merchants (one store each) with `devices_per_store` terminals.
     pub async fn prepare(
         pg: &PgPool,

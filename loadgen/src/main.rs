@@ -5,6 +5,7 @@
 mod broker;
 mod cpu;
 mod fleet;
+mod history;
 mod pgbench;
 mod report;
 mod scenario;
@@ -73,6 +74,9 @@ enum Cmd {
         /// Or: this fraction (`--fraction`) of the best tps in a `loadgen pgbench` JSON file.
         #[arg(long)]
         rate_of: Option<PathBuf>,
+        /// Or: this fraction (`--fraction`) of the best rate of a `loadgen max` JSON file.
+        #[arg(long, conflicts_with_all = ["rate", "rate_of"])]
+        rate_of_max: Option<PathBuf>,
         #[arg(long, default_value_t = 0.5)]
         fraction: f64,
         #[arg(long, default_value_t = 30)]
@@ -135,6 +139,13 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Bulk-loads the rows `--events` events leave behind (for the flat-cost measurement).
+    History {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+    },
     /// Drops the benchmark's database and deletes its streams, for a run from empty.
     Reset {
         #[arg(long, env = "DATABASE_URL")]
@@ -156,6 +167,13 @@ enum Cmd {
         #[arg(long)]
         notes: Option<PathBuf>,
     },
+}
+
+/// What `loadgen history` loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryLoad {
+    pub events: u64,
+    pub seconds: f64,
 }
 
 /// Every step of a `max` search and the best one that met the SLO.
@@ -252,11 +270,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run { target, rate, rate_of, fraction, seconds } => {
-            let rate = match (rate, rate_of) {
-                (Some(r), _) => r,
-                (None, Some(path)) => read_json::<pgbench::PgbenchCeiling>(&path)?.best_tps * fraction,
-                (None, None) => anyhow::bail!("give --rate or --rate-of"),
+        Cmd::Run { target, rate, rate_of, rate_of_max, fraction, seconds } => {
+            let rate = match (rate, rate_of, rate_of_max) {
+                (Some(r), _, _) => r,
+                (None, Some(path), _) => read_json::<pgbench::PgbenchCeiling>(&path)?.best_tps * fraction,
+                (None, None, Some(path)) => {
+                    let search: MaxSearch = read_json(&path)?;
+                    search.best.context("the max search found no rate meeting the SLO")?.target_rate
+                        * fraction
+                }
+                (None, None, None) => anyhow::bail!("give --rate, --rate-of or --rate-of-max"),
             };
             let scenario = scenario(&target).await?;
             warm_up(&scenario, &target, rate).await;
@@ -347,6 +370,18 @@ async fn main() -> anyhow::Result<()> {
             let summary = measure("burst", &scenario, &target, profile).await;
             summary.print();
             write_json(&target.json, &summary)?;
+        }
+        Cmd::History { target, events } => {
+            let keys = command_api::auth::JwtKeys::from_env()?;
+            let pg =
+                sqlx::PgPool::connect(&target.database_url).await.context("connecting to the database")?;
+            fleet::Fleet::prepare(&pg, &keys, target.merchants, target.devices_per_store).await?;
+            let owners = fleet::Fleet::owners(target.merchants, target.devices_per_store);
+            let started = std::time::Instant::now();
+            let loaded = history::load(&pg, &owners, events).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!("history: {loaded} events' rows loaded in {seconds:.0} s");
+            write_json(&target.json, &HistoryLoad { events: loaded, seconds })?;
         }
         Cmd::Broker { nats_url, messages, size, window, json } => {
             let ceiling = broker::measure(&nats_url, messages, size, window).await?;

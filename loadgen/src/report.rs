@@ -152,6 +152,19 @@ fn cpu_table(out: &mut String, cpu: &crate::cpu::CpuProfile, commands_per_sec: f
     let _ = writeln!(out, "| *all* | {total:.2} | {per_total:.2} |\n");
 }
 
+/// 10000000 -> "10,000,000".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn render(dir: &Path) -> anyhow::Result<String> {
     let pg: PgbenchCeiling =
         read(dir, "pgbench.json").context("pgbench.json missing: run `loadgen pgbench`")?;
@@ -160,6 +173,9 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let half: Option<RunSummary> = read(dir, "half.json");
     let burst: Option<RunSummary> = read(dir, "burst.json");
     let reads: Option<MaxSearch> = read(dir, "reads.json");
+    let history: Option<crate::HistoryLoad> = read(dir, "history.json");
+    let full_max: Option<MaxSearch> = read(dir, "full-max.json");
+    let full_fixed: Option<RunSummary> = read(dir, "full-fixed.json");
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
@@ -247,6 +263,29 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         let _ = writeln!(out);
     }
 
+    let full_best = full_max.as_ref().and_then(|m| m.best.clone());
+    if let Some(h) = &history {
+        let _ =
+            writeln!(out, "### After {} events of history (flat cost as data grows)\n", thousands(h.events));
+        let _ = writeln!(
+            out,
+            "`loadgen history` bulk-loaded the rows {} events leave behind (completed orders, captured payments, \
+             three idempotency records per sale within their 48-hour lifetime, bills, tenders, sales facts; {} \
+             sales over 30 days across the fleet) in {:.0} s, then the same load ran again.\n",
+            thousands(h.events),
+            thousands(h.events / crate::history::EVENTS_PER_SALE),
+            h.seconds
+        );
+        if let Some(m) = &full_max {
+            steps_table(&mut out, &m.steps, true);
+            let _ = writeln!(out);
+        }
+        if let Some(f) = &full_fixed {
+            let _ = writeln!(out, "At the empty database's best rate ({:.0} ops/s):\n", f.target_rate);
+            run_table(&mut out, f);
+        }
+    }
+
     let _ = writeln!(out, "## Ratios and goals\n");
     let accepted = best.as_ref().map_or(0.0, |b| b.accepted_commands_per_sec);
     let _ = writeln!(out, "| figure | value | goal | met |\n|---|---:|---|---|");
@@ -285,6 +324,31 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             if h.commands.p99 < 50.0 && h.error_rate < 0.005 { "yes" } else { "no" }
         );
     }
+    if let (Some(h), Some(b), Some(f)) = (&history, &best, &full_best) {
+        let r = f.accepted_commands_per_sec / b.accepted_commands_per_sec.max(1e-9);
+        let _ = writeln!(
+            out,
+            "| accepted commands/s at the SLO after {} events ÷ on an empty database | {} ({:.0} / {:.0}) | ≥ 0.9x | {} |",
+            thousands(h.events),
+            ratio(f.accepted_commands_per_sec, b.accepted_commands_per_sec),
+            f.accepted_commands_per_sec,
+            b.accepted_commands_per_sec,
+            if r >= 0.9 { "yes" } else { "no" }
+        );
+    }
+    if let (Some(h), Some(b), Some(f)) = (&history, &best, &full_fixed) {
+        let r = f.commands.p99 / b.commands.p99.max(1e-9);
+        let _ = writeln!(
+            out,
+            "| command p99 at {:.0} ops/s after {} events ÷ on an empty database | {} ({:.1} / {:.1} ms) | ≤ 1.1x | {} |",
+            f.target_rate,
+            thousands(h.events),
+            ratio(f.commands.p99, b.commands.p99),
+            f.commands.p99,
+            b.commands.p99,
+            if r <= 1.1 && f.meets_slo() { "yes" } else { "no" }
+        );
+    }
     if let Some(r) = text(dir, "rebuild.txt") {
         let rate = r
             .lines()
@@ -317,4 +381,16 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_counts_are_grouped_by_thousands() {
+        assert_eq!(thousands(10_000_000), "10,000,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+    }
 }

@@ -77,14 +77,43 @@ struct Draft {
 
 /// Runs `jobs` as one transaction at `now`: an answer per job, or why the
 /// whole batch rolled back.
+///
+/// The rollback is awaited, not left to the dropped transaction: until it
+/// has happened the batch's advisory locks are held, and the jobs run again
+/// alone would find their own keys "in flight".
 pub async fn run(
     pg: &PgPool,
     prefix: &str,
     jobs: &[Job],
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<Reply, ApiError>>, Failed> {
-    let mut answers: Vec<Option<Result<Reply, ApiError>>> = jobs.iter().map(|_| None).collect();
     let mut tx = pg.begin().await?;
+    match decide_and_write(&mut tx, prefix, jobs, now).await {
+        Ok((answers, true)) => {
+            tx.commit().await?;
+            Ok(answers)
+        }
+        Ok((answers, false)) => {
+            tx.rollback().await?;
+            Ok(answers)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rolling back a failed batch");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Everything but the transaction's end: the answers, and whether anything was written.
+async fn decide_and_write(
+    tx: &mut sqlx::PgConnection,
+    prefix: &str,
+    jobs: &[Job],
+    now: DateTime<Utc>,
+) -> Result<(Vec<Result<Reply, ApiError>>, bool), Failed> {
+    let mut answers: Vec<Option<Result<Reply, ApiError>>> = jobs.iter().map(|_| None).collect();
 
     // Claim every key. The same key twice in one batch: the later one is in flight.
     let requests: Vec<ClaimRequest> = jobs
@@ -95,7 +124,7 @@ pub async fn run(
             store: Some((j.scope.merchant_id, j.scope.store_id)),
         })
         .collect();
-    let claimed = claim_many(&mut tx, &requests).await.map_err(Failed::Api)?;
+    let claimed = claim_many(&mut *tx, &requests).await.map_err(Failed::Api)?;
     let mut seen = HashSet::new();
     let mut fresh = Vec::with_capacity(jobs.len());
     for (i, (job, c)) in jobs.iter().zip(claimed).enumerate() {
@@ -118,7 +147,8 @@ pub async fn run(
             Work::Create(_) => None,
         })
         .collect();
-    let mut loaded = orders::load_many(&mut tx, &finds).await.map_err(|e| Failed::Api(e.into()))?.into_iter();
+    let mut loaded =
+        orders::load_many(&mut *tx, &finds).await.map_err(|e| Failed::Api(e.into()))?.into_iter();
 
     // Decide each job in arrival order.
     let mut draft = Draft::default();
@@ -161,14 +191,15 @@ pub async fn run(
         answers[i] = Some(Ok(Reply::Ran(recorded)));
     }
 
-    if !draft.keys.is_empty() {
-        orders::write(&mut tx, &draft.touched, &draft.outbox, &draft.keys).await?;
-        tx.commit().await?;
+    let wrote = !draft.keys.is_empty();
+    if wrote {
+        orders::write(&mut *tx, &draft.touched, &draft.outbox, &draft.keys).await?;
     }
-    Ok(answers
+    let answers = answers
         .into_iter()
         .map(|a| a.unwrap_or(Err(ApiError::Internal(anyhow::anyhow!("a job of the batch got no answer")))))
-        .collect())
+        .collect();
+    Ok((answers, wrote))
 }
 
 impl Draft {

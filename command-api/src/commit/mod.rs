@@ -16,8 +16,9 @@
 //! violations, unknown orders, keys in flight) are decided in memory and
 //! answered alone. A batch whose write fails (a duplicate id, an order
 //! changed by another process, a twin's key) rolls back whole, and its jobs
-//! run again one per transaction, where the failure is the failing job's
-//! own answer. Nothing is answered before its transaction committed.
+//! run again one per transaction, in arrival order, where the failure is the
+//! failing job's own answer. Nothing is answered before its transaction
+//! committed. A panic in a command's code fails its batch (500), not its lane.
 //!
 //! Lanes are chosen by device, so one terminal's commands stay in order in
 //! one lane; lanes run in parallel on their own connections.
@@ -27,8 +28,9 @@ mod batch;
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures_util::StreamExt;
+use futures_util::FutureExt;
 use sqlx::PgPool;
+use std::panic::AssertUnwindSafe;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -48,9 +50,6 @@ pub type Build = Arc<dyn Fn(&StoreContext, At) -> Result<NewOrder, ApiError> + S
 
 /// Builds the answer from what the command did: pure.
 pub type Respond = Arc<dyn Fn(&Changed) -> Result<crate::commands::Success, ApiError> + Send + Sync>;
-
-/// Jobs of a rolled-back batch running alone at once.
-const FALLBACK_CONCURRENCY: usize = 4;
 
 /// A new order and its contacts, before it is stored.
 pub struct NewOrder {
@@ -155,10 +154,24 @@ impl Lane {
     async fn run(self, batch_max: usize, mut rx: mpsc::Receiver<Pending>) {
         let mut pending: Vec<Pending> = Vec::with_capacity(batch_max);
         while rx.recv_many(&mut pending, batch_max).await > 0 {
-            let batch = std::mem::take(&mut pending);
+            // A caller that gave up (timed out, disconnected) is not waited for:
+            // its command never starts, and a retry under its key runs it.
+            let batch: Vec<Pending> =
+                std::mem::take(&mut pending).into_iter().filter(|p| !p.reply.is_closed()).collect();
+            if batch.is_empty() {
+                continue;
+            }
             metrics::histogram!("command_batch_size").record(batch.len() as f64);
             let jobs: Vec<Job> = batch.iter().map(|p| p.job.clone()).collect();
-            let answers = run(&self.pg, &self.prefix, &self.wake, jobs).await;
+            let n = jobs.len();
+            // A panic in a command's code fails its batch, not the lane.
+            let answers = AssertUnwindSafe(run(&self.pg, &self.prefix, &self.wake, jobs))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(jobs = n, "a command panicked; its batch is answered 500");
+                    (0..n).map(|_| Err(ApiError::Internal(anyhow::anyhow!("a command panicked")))).collect()
+                });
             for (p, answer) in batch.into_iter().zip(answers) {
                 let _ = p.reply.send(answer);
             }
@@ -167,8 +180,9 @@ impl Lane {
 }
 
 /// Runs `jobs` as one transaction; if it rolls back, each job in a
-/// transaction of its own, where whatever fails is that job's own answer.
-/// The answers are in the order of `jobs`.
+/// transaction of its own, one after another in arrival order (so two jobs
+/// on one order still see each other), where whatever fails is that job's
+/// own answer. The answers are in the order of `jobs`.
 pub async fn run(
     pg: &PgPool,
     prefix: &str,
@@ -179,26 +193,22 @@ pub async fn run(
     let outcome = batch::run(pg, prefix, &jobs, Utc::now()).await;
     metrics::histogram!("db_query_duration_seconds", "operation" => "command_transaction")
         .record(started.elapsed().as_secs_f64());
-    match outcome {
-        Ok(answers) => {
-            wake.committed();
-            answers
-        }
+    let answers = match outcome {
+        Ok(answers) => answers,
         Err(e) if jobs.len() > 1 => {
             metrics::counter!("command_batch_fallbacks_total").increment(1);
             tracing::debug!(error = %e, jobs = jobs.len(), "batch rolled back; running its jobs one by one");
-            // A few at a time: the pool serves the other lanes meanwhile.
-            let alone = jobs.into_iter().map(|job| async move {
-                match batch::run(pg, prefix, &[job], Utc::now()).await {
-                    Ok(mut answers) => answers.pop().unwrap_or(Err(ApiError::Unavailable("command lanes"))),
+            let mut answers = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                answers.push(match batch::run(pg, prefix, std::slice::from_ref(&job), Utc::now()).await {
+                    Ok(mut one) => one.pop().unwrap_or(Err(ApiError::Unavailable("command lanes"))),
                     Err(e) => Err(e.into_api_error()),
-                }
-            });
-            let answers: Vec<_> =
-                futures_util::stream::iter(alone).buffered(FALLBACK_CONCURRENCY).collect().await;
-            wake.committed();
+                });
+            }
             answers
         }
         Err(e) => vec![Err(e.into_api_error())],
-    }
+    };
+    wake.committed();
+    answers
 }

@@ -413,8 +413,9 @@ impl PaymentColumns {
 impl Columns {
     fn of(touched: &[Touched], keys: &[KeyRow]) -> Self {
         let mut c = Self::default();
-        // Orders in id order: two batches that share orders lock them in the
-        // same order, so they queue instead of deadlocking.
+        // Orders in id order, so two batches sharing orders usually lock them
+        // in the same order and queue. The plan decides the real order; a
+        // deadlock PostgreSQL detects fails one batch, whose jobs run again alone.
         let mut touched: Vec<&Touched> = touched.iter().collect();
         touched.sort_by_key(|t| t.order.id);
         for t in touched {

@@ -52,6 +52,7 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
     responses(
         (status = 200, description = "A device token", body = TokenBody),
         (status = 401, description = "Unknown device, wrong secret or disabled device", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The device changed concurrently too often; retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -63,39 +64,70 @@ pub async fn issue_token(
     if req.device_secret.is_empty() || req.device_secret.len() > 256 {
         return Err(ApiError::Unauthenticated);
     }
-    let mut tx = state.pg.begin().await?;
-    let row: Option<(Uuid, Uuid, Vec<u8>, bool)> =
-        sqlx::query_as("SELECT merchant_id, store_id, secret_hash, active FROM devices WHERE id = $1")
+    // Two round trips and no explicit transaction: read the device, then one
+    // statement that counts the token (if the device's event sequence is
+    // still the one read) and appends its event. A concurrent exchange for
+    // the same device moves the sequence; then read again, a moment later.
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(attempt * 3)).await;
+        }
+        let row: Option<(Uuid, Uuid, Vec<u8>, bool, i64, i64)> = sqlx::query_as(
+            "SELECT merchant_id, store_id, secret_hash, active, token_count, event_seq FROM devices WHERE id = $1",
+        )
+        .bind(req.device_id)
+        .fetch_optional(&state.pg)
+        .await?;
+        let given = hash_secret(&req.device_secret);
+        let Some((merchant_id, store_id, stored, active, tokens, seq)) = row else {
+            return Err(ApiError::Unauthenticated);
+        };
+        if !bool::from(given.ct_eq(&stored)) || !active {
+            return Err(ApiError::Unauthenticated);
+        }
+        let now = Utc::now();
+        let event = DomainEvent::DeviceTokenIssued(DeviceTokenIssued {
+            device_id: req.device_id,
+            tokens_issued: tokens + 1,
+            expires_at: now + chrono::Duration::seconds(DEVICE_TOKEN_SECS),
+            issued_at: now,
+        });
+        // Signed before anything is written: a token that cannot be issued is not counted.
+        let token = state.jwt.issue(&device_claims(req.device_id, merchant_id, store_id, now))?;
+        let scope = Scope { merchant_id, store_id, device_id: req.device_id };
+        let rows = outbox::Rows::events(
+            &state.subject_prefix,
+            scope,
+            seq,
+            &[event],
+            now,
+            &outbox::Context::current(),
+        );
+        let counted = rows
+            .bind(sqlx::query(
+                "WITH d AS (
+                   UPDATE devices SET token_count = token_count + 1, event_seq = event_seq + 1, last_token_at = $7
+                    WHERE id = $5 AND event_seq = $6
+                   RETURNING id)
+                 INSERT INTO outbox (event_id, subject, headers, payload)
+                 SELECT x.id, x.subject, x.headers, x.payload
+                   FROM d, UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::bytea[]) AS x(id, subject, headers, payload)",
+            ))
             .bind(req.device_id)
-            .fetch_optional(&mut *tx)
+            .bind(seq)
+            .bind(now)
+            .execute(&state.pg)
             .await?;
-    let given = hash_secret(&req.device_secret);
-    let Some((merchant_id, store_id, stored, active)) = row else {
-        return Err(ApiError::Unauthenticated);
-    };
-    if !bool::from(given.ct_eq(&stored)) || !active {
-        return Err(ApiError::Unauthenticated);
+        if counted.rows_affected() == 0 {
+            continue;
+        }
+        state.wake.committed();
+        return Ok(Json(TokenBody {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: DEVICE_TOKEN_SECS,
+        })
+        .into_response());
     }
-    let now = Utc::now();
-    let token = state.jwt.issue(&device_claims(req.device_id, merchant_id, store_id, now))?;
-    let (tokens, seq): (i64, i64) = sqlx::query_as(
-        "UPDATE devices SET token_count = token_count + 1, event_seq = event_seq + 1, last_token_at = $2
-          WHERE id = $1 RETURNING token_count, event_seq",
-    )
-    .bind(req.device_id)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    let event = DomainEvent::DeviceTokenIssued(DeviceTokenIssued {
-        device_id: req.device_id,
-        tokens_issued: tokens,
-        expires_at: now + chrono::Duration::seconds(DEVICE_TOKEN_SECS),
-        issued_at: now,
-    });
-    let scope = Scope { merchant_id, store_id, device_id: req.device_id };
-    outbox::append(&mut tx, &state.subject_prefix, scope, seq - 1, &[event], now).await?;
-    tx.commit().await?;
-    state.wake.committed();
-    Ok(Json(TokenBody { access_token: token, token_type: "Bearer", expires_in: DEVICE_TOKEN_SECS })
-        .into_response())
+    Err(ApiError::ConcurrentChange("device"))
 }

@@ -28,7 +28,7 @@ pub struct BillQuery {
     pub wait_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BillPayment {
     pub payment_id: Uuid,
     pub method: String,
@@ -41,7 +41,7 @@ pub struct BillPayment {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BillRefund {
     pub refund_id: Uuid,
     pub payment_id: Uuid,
@@ -118,10 +118,11 @@ pub async fn get_bill(
     let deadline = Instant::now() + wait;
     let mut delay = Duration::from_millis(5);
     let row = loop {
-        let row = load(&state.pg, order_id).await?.filter(|b| reader.sees(b.merchant_id, b.store_id));
+        let row =
+            load(&state.pg, order_id).await?.filter(|l| reader.sees(l.bill.merchant_id, l.bill.store_id));
         let reached = match (query.min_version, &row) {
             (None, _) => true,
-            (Some(min), Some(b)) => b.version >= min,
+            (Some(min), Some(l)) => l.bill.version >= min,
             (Some(_), None) => false,
         };
         if reached || Instant::now() >= deadline {
@@ -130,22 +131,9 @@ pub async fn get_bill(
         tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
         delay = (delay * 2).min(Duration::from_millis(100));
     };
-    let bill = row.ok_or(ApiError::NotFound("bill"))?;
+    let Loaded { bill, payments, refunds } = row.ok_or(ApiError::NotFound("bill"))?;
     let behind = query.min_version.is_some_and(|min| bill.version < min);
-    let payments = sqlx::query_as::<_, BillPayment>(
-        "SELECT payment_id, method, status, capture, amount, tip, refunded, auth_code, created_at
-           FROM rm_bills.bill_payments WHERE order_id = $1 ORDER BY created_at, payment_id",
-    )
-    .bind(order_id)
-    .fetch_all(&state.pg)
-    .await?;
-    let refunds = sqlx::query_as::<_, BillRefund>(
-        "SELECT refund_id, payment_id, amount, reason, created_at
-           FROM rm_bills.bill_refunds WHERE order_id = $1 ORDER BY created_at, refund_id",
-    )
-    .bind(order_id)
-    .fetch_all(&state.pg)
-    .await?;
+    let (payments, refunds) = (payments.0, refunds.0);
     Ok(Json(Bill {
         balance: bill.total - bill.paid,
         bill,
@@ -155,11 +143,33 @@ pub async fn get_bill(
     }))
 }
 
-async fn load(pg: &PgPool, order_id: Uuid) -> Result<Option<BillRow>, ApiError> {
-    Ok(sqlx::query_as::<_, BillRow>(
-        "SELECT order_id, merchant_id, store_id, device_id, status, currency, lines, taxes, subtotal, tax, total,
-                paid, tips, refunded, business_date, created_at, updated_at, version
-           FROM rm_bills.bills WHERE order_id = $1",
+/// A bill with its tenders and refunds, as one row.
+#[derive(sqlx::FromRow)]
+struct Loaded {
+    #[sqlx(flatten)]
+    bill: BillRow,
+    payments: sqlx::types::Json<Vec<BillPayment>>,
+    refunds: sqlx::types::Json<Vec<BillRefund>>,
+}
+
+/// The bill, its tenders and its refunds in one round trip.
+async fn load(pg: &PgPool, order_id: Uuid) -> Result<Option<Loaded>, ApiError> {
+    Ok(sqlx::query_as::<_, Loaded>(
+        "SELECT b.order_id, b.merchant_id, b.store_id, b.device_id, b.status, b.currency, b.lines, b.taxes,
+                b.subtotal, b.tax, b.total, b.paid, b.tips, b.refunded, b.business_date, b.created_at,
+                b.updated_at, b.version,
+                COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                            'payment_id', p.payment_id, 'method', p.method, 'status', p.status,
+                            'capture', p.capture, 'amount', p.amount, 'tip', p.tip, 'refunded', p.refunded,
+                            'auth_code', p.auth_code, 'created_at', p.created_at)
+                            ORDER BY p.created_at, p.payment_id)
+                            FROM rm_bills.bill_payments p WHERE p.order_id = b.order_id), '[]'::jsonb) AS payments,
+                COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                            'refund_id', r.refund_id, 'payment_id', r.payment_id, 'amount', r.amount,
+                            'reason', r.reason, 'created_at', r.created_at)
+                            ORDER BY r.created_at, r.refund_id)
+                            FROM rm_bills.bill_refunds r WHERE r.order_id = b.order_id), '[]'::jsonb) AS refunds
+           FROM rm_bills.bills b WHERE b.order_id = $1",
     )
     .bind(order_id)
     .fetch_optional(pg)
