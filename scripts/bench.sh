@@ -14,7 +14,7 @@
 #
 # It uses its own database (smartpos_bench), stream prefix (BENCH) and ports
 # (18080, 18081, 19101, 19102), so it runs beside `scripts/up.sh`. Results and
-# the processes' logs are kept in target/bench/. Takes about 15 minutes.
+# the processes' logs are kept in target/bench/. Takes about 30 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -54,7 +54,7 @@ for port in 18080 18081 19101 19102; do
   ready $port || { log "nothing listens on $port; see $OUT/*.log"; exit 1; }
 done
 
-$B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-100}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
+$B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
 $B/loadgen run --json "$OUT/half.json" --rate-of "$OUT/pgbench.json" --fraction 0.5 --seconds 30
 $B/loadgen max --json "$OUT/reads.json" --mix reads --start 400 --step-seconds 10
 $B/loadgen burst --json "$OUT/burst.json" --peak-of "$OUT/max.json" --ramp-seconds 15 --sustain-seconds 30
@@ -68,7 +68,7 @@ $B/posctl check --wait 60 | tee -a "$OUT/check.txt"
 log "flat cost: the rows of ${BENCH_HISTORY_EVENTS:-10000000} events, then the same load again"
 $B/loadgen history --events "${BENCH_HISTORY_EVENTS:-10000000}" --json "$OUT/history.json"
 $B/loadgen run --json "$OUT/full-fixed.json" --rate-of-max "$OUT/max.json" --fraction 1 --seconds 30
-$B/loadgen max --json "$OUT/full-max.json" --start "${BENCH_START_RATE:-100}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
+$B/loadgen max --json "$OUT/full-max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
 
 stop
 pids=()

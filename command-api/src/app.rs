@@ -69,7 +69,12 @@ pub fn router(state: AppState, deps: Dependencies, body_limit: usize) -> Router 
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = platform::metrics::handle();
     let infra = &config.infra;
-    let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
+    let pg = platform::connect::postgres(
+        &infra.database_url,
+        infra.db_max_connections,
+        platform::connect::Plans::KeyedLookups,
+    )
+    .await?;
     let nats = platform::connect::nats(&infra.nats_url, "command-api").await?;
     let redis = platform::connect::redis(&infra.redis_url)?;
     let wake = crate::wake::OutboxWake::default();

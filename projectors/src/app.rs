@@ -15,7 +15,12 @@ use platform::health::{self, Dependencies};
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = platform::metrics::handle();
     let infra = &config.infra;
-    let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
+    let pg = platform::connect::postgres(
+        &infra.database_url,
+        infra.db_max_connections,
+        platform::connect::Plans::KeyedLookups,
+    )
+    .await?;
     let nats = platform::connect::nats(&infra.nats_url, "projectors").await?;
     let redis = platform::connect::redis(&infra.redis_url)?;
     let js = jetstream::new(nats.clone());

@@ -6,14 +6,14 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-/// Locks the checkpoint of `name` for this transaction and returns it (0 if new).
+/// Locks the checkpoint of `name` for this transaction and returns it (0 if
+/// new): one statement, which creates the row if missing and otherwise
+/// locks it (a no-op update), returning the committed sequence either way.
 pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query("INSERT INTO public.projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query_scalar(
-        "SELECT stream_seq FROM public.projection_checkpoints WHERE projection = $1 FOR UPDATE",
+        "INSERT INTO public.projection_checkpoints AS c (projection) VALUES ($1)
+         ON CONFLICT (projection) DO UPDATE SET projection = c.projection
+         RETURNING c.stream_seq",
     )
     .bind(name)
     .fetch_one(&mut *conn)

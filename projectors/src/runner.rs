@@ -306,9 +306,9 @@ pub async fn apply_batch_mode(
     first_available: Option<i64>,
     bulk: bool,
 ) -> Result<Applied, BatchError> {
-    let mut tx = pg.begin().await?;
+    // The search path rides with BEGIN (one simple query, no round trip of its own).
+    let mut tx = pg.begin_with(format!("BEGIN; SET LOCAL search_path TO {schema}, public")).await?;
     let mut checkpoint = checkpoint::lock(&mut tx, name).await?;
-    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
     let mut outcome = Applied { checkpoint, ..Applied::default() };
     let mut last_time = None;
     let mut run: Vec<&Event> = Vec::with_capacity(events.len());

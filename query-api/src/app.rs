@@ -91,7 +91,12 @@ async fn forward_notices(
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = platform::metrics::handle();
     let infra = &config.infra;
-    let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
+    let pg = platform::connect::postgres(
+        &infra.database_url,
+        infra.db_max_connections,
+        platform::connect::Plans::KeyedLookups,
+    )
+    .await?;
     let nats = platform::connect::nats(&infra.nats_url, "query-api").await?;
     let redis = platform::connect::redis(&infra.redis_url)?;
     let (config_changes, _) = tokio::sync::broadcast::channel(1024);

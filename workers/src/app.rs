@@ -17,7 +17,12 @@ use platform::health::{self, Dependencies};
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = platform::metrics::handle();
     let infra = &config.infra;
-    let pg = platform::connect::postgres(&infra.database_url, infra.db_max_connections).await?;
+    let pg = platform::connect::postgres(
+        &infra.database_url,
+        infra.db_max_connections,
+        platform::connect::Plans::Default,
+    )
+    .await?;
     let nats = platform::connect::nats(&infra.nats_url, "workers").await?;
     let redis = platform::connect::redis(&infra.redis_url)?;
     let runtime = Runtime {
