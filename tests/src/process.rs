@@ -24,6 +24,29 @@ pub fn spawn(name: &str, env: &[(&str, String)]) -> Child {
     cmd.spawn().expect("binary starts")
 }
 
+/// Starts `name` with `env` and waits (20 s at most) until `{base}/health` answers.
+pub async fn serving(name: &str, env: &[(&str, String)], client: &reqwest::Client, base: &str) -> Child {
+    let child = spawn(name, env);
+    crate::eventually(std::time::Duration::from_secs(20), &format!("{name} to serve"), || async {
+        client.get(format!("{base}/health")).send().await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    child
+}
+
+/// A device token for each of `devices` from a real `command-api` at `base`.
+pub async fn device_tokens(
+    client: &reqwest::Client,
+    base: &str,
+    devices: &[(uuid::Uuid, String)],
+) -> Vec<String> {
+    let mut tokens = Vec::with_capacity(devices.len());
+    for (device, secret) in devices {
+        tokens.push(device_token(client, base, *device, secret).await);
+    }
+    tokens
+}
+
 /// A device token from a real `command-api` at `base`.
 pub async fn device_token(client: &reqwest::Client, base: &str, device: uuid::Uuid, secret: &str) -> String {
     let reply: serde_json::Value = client

@@ -41,6 +41,21 @@ pub async fn read_all(nats_url: &str, stream: &str) -> Vec<Stored> {
     out
 }
 
+/// Every message of `stream` decoded as a projection decodes it.
+pub async fn events(nats_url: &str, stream: &str) -> Vec<projectors::event::Event> {
+    read_all(nats_url, stream)
+        .await
+        .iter()
+        .map(|s| {
+            let mut headers = async_nats::HeaderMap::new();
+            for (k, v) in &s.headers {
+                headers.insert(k.as_str(), v.as_str());
+            }
+            projectors::event::decode(s.seq, Some(&headers), &s.payload).expect("every stored event decodes")
+        })
+        .collect()
+}
+
 /// How many messages `stream` holds.
 pub async fn count(nats_url: &str, stream: &str) -> u64 {
     let nats = async_nats::connect(nats_url).await.expect("connect to NATS");

@@ -215,17 +215,10 @@ async fn a_sigkill_mid_burst_loses_no_answered_command_and_retries_apply_nothing
         v
     };
     let port = free_port();
-    let mut server = process::spawn("command-api", &vars(port));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(20), "command-api to serve", || async {
-        client.get(format!("{base}/health")).send().await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
-    let mut tokens = Vec::new();
-    for (device, secret) in &m.devices {
-        tokens.push(process::device_token(&client, &base, *device, secret).await);
-    }
+    let mut server = process::serving("command-api", &vars(port), &client, &base).await;
+    let tokens = process::device_tokens(&client, &base, &m.devices).await;
     // 64 senders (8 per terminal), each posting orders one after another under its own keys.
     let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut senders = Vec::new();
@@ -293,12 +286,8 @@ async fn a_sigkill_mid_burst_loses_no_answered_command_and_retries_apply_nothing
     // The terminals retry what was cut off, on a restarted server: each key
     // ends with exactly one order, whether it had committed or not.
     let port = free_port();
-    let mut again = process::spawn("command-api", &vars(port));
     let base = format!("http://127.0.0.1:{port}");
-    eventually(Duration::from_secs(20), "command-api to serve again", || async {
-        client.get(format!("{base}/health")).send().await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
+    let mut again = process::serving("command-api", &vars(port), &client, &base).await;
     let mut keys = answered.len();
     for (token, sent) in &outcomes {
         for (key, status, _) in sent.iter().filter(|(_, status, _)| *status != 201) {

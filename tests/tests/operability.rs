@@ -341,17 +341,10 @@ async fn sigterm_during_steady_traffic_fails_no_accepted_request_and_loses_nothi
         ]
     };
     let port = free_port();
-    let mut server = process::spawn("command-api", &vars(port));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(20), "command-api to serve", || async {
-        client.get(format!("{base}/health")).send().await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
-    let mut tokens = Vec::new();
-    for (device, secret) in &m.devices {
-        tokens.push(process::device_token(&client, &base, *device, secret).await);
-    }
+    let mut server = process::serving("command-api", &vars(port), &client, &base).await;
+    let tokens = process::device_tokens(&client, &base, &m.devices).await;
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut drivers = Vec::new();
     for token in tokens {

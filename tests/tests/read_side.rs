@@ -394,17 +394,7 @@ async fn events_delivered_twice_count_once() {
         (n == 0).then_some(())
     })
     .await;
-    let stored = stream::read_all(&env.nats_url, &env.events_stream()).await;
-    let events: Vec<projectors::event::Event> = stored
-        .iter()
-        .map(|s| {
-            let mut headers = async_nats::HeaderMap::new();
-            for (k, v) in &s.headers {
-                headers.insert(k.as_str(), v.as_str());
-            }
-            projectors::event::decode(s.seq, Some(&headers), &s.payload).expect("decodes")
-        })
-        .collect();
+    let events = stream::events(&env.nats_url, &env.events_stream()).await;
     let snapshot = |env: &TestEnv| {
         let pg = env.pg.clone();
         async move {

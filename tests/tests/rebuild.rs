@@ -360,18 +360,7 @@ async fn batches_give_the_same_rows_as_the_event_by_event_rules() {
         (n == 0).then_some(())
     })
     .await;
-    let events: Vec<projectors::event::Event> =
-        smartpos_tests::stream::read_all(&env.nats_url, &env.events_stream())
-            .await
-            .iter()
-            .map(|s| {
-                let mut headers = async_nats::HeaderMap::new();
-                for (k, v) in &s.headers {
-                    headers.insert(k.as_str(), v.as_str());
-                }
-                projectors::event::decode(s.seq, Some(&headers), &s.payload).expect("decodes")
-            })
-            .collect();
+    let events = smartpos_tests::stream::events(&env.nats_url, &env.events_stream()).await;
     assert!(events.len() > 300, "only {} events", events.len());
 
     let reset = || async {

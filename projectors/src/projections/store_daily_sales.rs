@@ -12,51 +12,13 @@ use sqlx::PgConnection;
 use super::ApplyError;
 use crate::event::Event;
 
+/// Applies one event: a batch of one.
 pub async fn apply(conn: &mut PgConnection, e: &Event) -> Result<(), ApplyError> {
-    let env = &e.envelope;
-    let store_id = env.store_id.unwrap_or_default();
-    match &e.event {
-        DomainEvent::PaymentCaptured(p) => {
-            sqlx::query(
-                "INSERT INTO captures (payment_id, merchant_id, store_id, method, currency, business_date, amount, tip, captured_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (payment_id) DO NOTHING",
-            )
-            .bind(p.payment_id)
-            .bind(env.merchant_id)
-            .bind(store_id)
-            .bind(p.method.as_str())
-            .bind(p.currency.code())
-            .bind(p.business_date)
-            .bind(p.amount)
-            .bind(p.tip)
-            .bind(p.captured_at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        DomainEvent::PaymentRefunded(r) => {
-            sqlx::query(
-                "INSERT INTO refunds (refund_id, payment_id, merchant_id, store_id, method, currency, business_date, amount, refunded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (refund_id) DO NOTHING",
-            )
-            .bind(r.refund_id)
-            .bind(r.payment_id)
-            .bind(env.merchant_id)
-            .bind(store_id)
-            .bind(r.method.as_str())
-            .bind(r.currency.code())
-            .bind(r.business_date)
-            .bind(r.amount)
-            .bind(r.refunded_at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        _ => {}
-    }
-    Ok(())
+    apply_many(conn, &[e]).await
 }
 
 /// Applies a batch: every capture in one multi-row insert, every refund in
-/// another, with the same `ON CONFLICT DO NOTHING` as [`apply`].
+/// another, each `ON CONFLICT DO NOTHING`.
 pub async fn apply_many(conn: &mut PgConnection, batch: &[&Event]) -> Result<(), ApplyError> {
     let mut captures = Columns::default();
     let mut refunds = Columns::default();
