@@ -69,13 +69,16 @@ fn steps_table(out: &mut String, steps: &[RunSummary], commands: bool) {
     } else {
         ("| offered reads/s | answered/s |", "|---:|---:|")
     };
-    let _ = writeln!(out, "{head} p95 ms | p99 ms | errors | SLO |\n{rule}---:|---:|---:|---|");
+    // Steal: CPU time the hypervisor gave to other guests during the step. A
+    // step that lost a third of the machine says little about the system.
+    let _ = writeln!(out, "{head} p95 ms | p99 ms | errors | SLO | steal |\n{rule}---:|---:|---:|---|---:|");
     for s in steps {
         let accepted =
             if commands { format!(" {:.0} |", s.accepted_commands_per_sec) } else { String::new() };
+        let steal = s.cpu.as_ref().map_or("–".to_owned(), |c| format!("{:.0}%", c.steal * 100.0));
         let _ = writeln!(
             out,
-            "| {:.0} | {:.0} |{accepted} {:.1} | {:.1} | {:.3}% | {} |",
+            "| {:.0} | {:.0} |{accepted} {:.1} | {:.1} | {:.3}% | {} | {steal} |",
             s.target_rate,
             s.achieved_rate,
             s.overall.p95,
@@ -271,7 +274,8 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             out,
             "`loadgen history` bulk-loaded the rows {} events leave behind (completed orders, captured payments, \
              three idempotency records per sale within their 48-hour lifetime, bills, tenders, sales facts; {} \
-             sales over 30 days across the fleet) in {:.0} s, then the same load ran again.\n",
+             sales over 30 days across the fleet) in {:.0} s, vacuumed, analyzed and checkpointed them, then ran the \
+             same load again. The steal column says how much of the machine other guests took during each step.\n",
             thousands(h.events),
             thousands(h.events / crate::history::EVENTS_PER_SALE),
             h.seconds
