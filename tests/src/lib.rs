@@ -24,6 +24,18 @@ pub use read_side::ReadSide;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// Waits (at most `deadline`) until the relay has published every outbox row.
+pub async fn outbox_drained(pg: &sqlx::PgPool, deadline: Duration) {
+    eventually(deadline, "the outbox to drain", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(pg)
+            .await
+            .ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+}
+
 /// Polls `check` until it returns `Some` or `deadline` passes.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where

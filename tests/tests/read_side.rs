@@ -386,14 +386,7 @@ async fn events_delivered_twice_count_once() {
         .await
         .expect("payment");
     app.command(&format!("/v1/payments/{payment}/refunds"), &token, &json!({"amount": 300})).await;
-    eventually(Duration::from_secs(10), "the outbox to drain", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&env.pg)
-            .await
-            .ok()?;
-        (n == 0).then_some(())
-    })
-    .await;
+    smartpos_tests::outbox_drained(&env.pg, Duration::from_secs(10)).await;
     let events = stream::events(&env.nats_url, &env.events_stream()).await;
     let snapshot = |env: &TestEnv| {
         let pg = env.pg.clone();
@@ -450,14 +443,7 @@ async fn a_projector_killed_mid_batch_again_and_again_leaves_sales_exact() {
     for i in 0..48 {
         sale(&app, &token, 100 + i, methods[i as usize % 4]).await;
     }
-    eventually(Duration::from_secs(20), "the outbox to drain", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&env.pg)
-            .await
-            .ok()?;
-        (n == 0).then_some(())
-    })
-    .await;
+    smartpos_tests::outbox_drained(&env.pg, Duration::from_secs(20)).await;
     let total_events = stream::count(&env.nats_url, &env.events_stream()).await as i64;
     let vars = |addr: String| {
         vec![

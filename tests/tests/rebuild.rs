@@ -352,14 +352,7 @@ async fn batches_give_the_same_rows_as_the_event_by_event_rules() {
     let m = env.merchant(2).await;
     let tokens = [app.token(&m, 0).await, app.token(&m, 1).await];
     futures_util::future::join_all(tokens.iter().map(|t| trade(&app, t, 40))).await;
-    smartpos_tests::eventually(std::time::Duration::from_secs(30), "the outbox to drain", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&env.pg)
-            .await
-            .ok()?;
-        (n == 0).then_some(())
-    })
-    .await;
+    smartpos_tests::outbox_drained(&env.pg, std::time::Duration::from_secs(30)).await;
     let events = smartpos_tests::stream::events(&env.nats_url, &env.events_stream()).await;
     assert!(events.len() > 300, "only {} events", events.len());
 

@@ -160,14 +160,16 @@ impl Lane {
         while rx.recv_many(&mut pending, batch_max).await > 0 {
             // A caller that gave up (timed out, disconnected) is not waited for:
             // its command never starts, and a retry under its key runs it.
-            let batch: Vec<Pending> =
-                std::mem::take(&mut pending).into_iter().filter(|p| !p.reply.is_closed()).collect();
-            if batch.is_empty() {
+            let (jobs, replies): (Vec<Job>, Vec<_>) = std::mem::take(&mut pending)
+                .into_iter()
+                .filter(|p| !p.reply.is_closed())
+                .map(|p| (p.job, p.reply))
+                .unzip();
+            if jobs.is_empty() {
                 continue;
             }
-            metrics::histogram!("command_batch_size").record(batch.len() as f64);
-            let jobs: Vec<Job> = batch.iter().map(|p| p.job.clone()).collect();
             let n = jobs.len();
+            metrics::histogram!("command_batch_size").record(n as f64);
             // A panic in a command's code fails its batch, not the lane.
             let answers = AssertUnwindSafe(run(&self.pg, &self.prefix, &self.wake, jobs))
                 .catch_unwind()
@@ -176,8 +178,8 @@ impl Lane {
                     tracing::error!(jobs = n, "a command panicked; its batch is answered 500");
                     (0..n).map(|_| Err(ApiError::Internal(anyhow::anyhow!("a command panicked")))).collect()
                 });
-            for (p, answer) in batch.into_iter().zip(answers) {
-                let _ = p.reply.send(answer);
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
             }
         }
     }
