@@ -44,6 +44,26 @@ if ! as_postgres psql -qtAc "SELECT 1 FROM pg_roles WHERE rolname = 'smartpos'" 
   as_postgres psql -qc "CREATE ROLE smartpos LOGIN CREATEDB PASSWORD 'smartpos'"
 fi
 
+# The server settings a write-heavy workload needs (they take a reload, not a
+# restart). PostgreSQL's defaults checkpoint every 1 GB of WAL or 5 minutes,
+# and the first change to each page after a checkpoint writes the whole page
+# to the WAL: with a large database, under load, most of the WAL. Fewer
+# checkpoints and compressed page images keep the cost per command flat as
+# the data grows (bench/NOTES.md). Only values that differ are changed.
+pg_setting() { # name value value-as-pg_settings-shows-it
+  current=$(as_postgres psql -qtAc "SELECT setting || coalesce(unit, '') FROM pg_settings WHERE name = '$1'")
+  if [ "$current" != "$3" ]; then
+    log "PostgreSQL: $1 = $2 (was $current)"
+    as_postgres psql -qc "ALTER SYSTEM SET $1 = '$2'" >/dev/null
+    reload=1
+  fi
+}
+reload=0
+pg_setting max_wal_size 4GB 4096MB
+pg_setting checkpoint_timeout 15min 900s
+pg_setting wal_compression lz4 lz4
+if [ "$reload" = 1 ]; then as_postgres psql -qtAc "SELECT pg_reload_conf()" >/dev/null; fi
+
 # 3. NATS with JetStream on 127.0.0.1:4222.
 if ! listening 4222; then
   log "starting nats-server with JetStream"

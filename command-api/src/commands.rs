@@ -11,7 +11,10 @@
 //!
 //! Order and payment commands, the terminals' hot path, take the same steps
 //! in a group commit: many commands in one transaction of five statements
-//! ([`crate::commit`]).
+//! ([`crate::commit`]). They skip the Redis front: a round trip before and
+//! one after every command, to spare the database a replay that a batch
+//! answers from the key's claim at almost no cost, was a net loss (see
+//! `bench/NOTES.md`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -94,27 +97,19 @@ pub async fn run_order_command(
     work: Work,
     answer: Respond,
 ) -> Result<Response, ApiError> {
-    let scope = caller.scope();
-    if let Some(recorded) = idempotency::cached(&state.redis, &scope, &key.0).await {
-        return recorded.replay(&fingerprint);
-    }
     let job = Job {
         scope: caller.store_scope(),
-        caller: scope,
+        caller: caller.scope(),
         key: key.0,
         fingerprint,
         work,
         respond: answer,
         context: outbox::Context::current(),
     };
-    let (scope, key) = (job.caller.clone(), job.key.clone());
-    let reply = state.committer.submit(job).await?;
-    let (recorded, replayed) = match reply {
-        Reply::Ran(recorded) => (recorded, false),
-        Reply::Replay(recorded) => (recorded, true),
-    };
-    idempotency::remember(&state.redis, &scope, &key, &recorded, state.idempotency_ttl).await;
-    if replayed { recorded.replay(&fingerprint) } else { Ok(respond(&recorded)) }
+    match state.committer.submit(job).await? {
+        Reply::Ran(recorded) => Ok(respond(&recorded)),
+        Reply::Replay(recorded) => recorded.replay(&fingerprint),
+    }
 }
 
 fn respond(recorded: &Recorded) -> Response {

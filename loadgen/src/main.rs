@@ -196,7 +196,25 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<T> 
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {path:?}"))
 }
 
+/// Waits until the outbox is published and every projection has caught up,
+/// so that a measurement never starts with the backlog of the one before
+/// (an overloaded step's queues would otherwise sink the next, lower step).
+async fn settle(target: &Target) -> anyhow::Result<()> {
+    let mut infra = platform::InfraSettings::from_env()?;
+    infra.database_url.clone_from(&target.database_url);
+    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let settled = posctl::check::settle(&pg, &infra, SETTLE_WAIT).await?;
+    pg.close().await;
+    if !settled {
+        eprintln!("[loadgen] still not settled after {}s; measuring anyway", SETTLE_WAIT.as_secs());
+    }
+    Ok(())
+}
+
+const SETTLE_WAIT: Duration = Duration::from_secs(180);
+
 async fn scenario(target: &Target) -> anyhow::Result<Arc<Scenario>> {
+    settle(target).await?;
     let keys = command_api::auth::JwtKeys::from_env()?;
     let pg = sqlx::PgPool::connect(&target.database_url).await.context("connecting to the database")?;
     let fleet = fleet::Fleet::prepare(&pg, &keys, target.merchants, target.devices_per_store).await?;
@@ -317,14 +335,13 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 }
                 rate = (rate * factor).min(max_rate);
-                // Let queues drain between steps.
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                settle(&target).await?;
             }
             if let Some(mut high) = failed {
                 for _ in 0..2 {
                     let low = best.as_ref().map_or(start / 2.0, |b| b.target_rate);
                     let mid = (low + high) / 2.0;
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    settle(&target).await?;
                     let summary = measure(
                         &format!("max {mid:.0}/s"),
                         &scenario,

@@ -125,27 +125,7 @@ const COMPARISONS: [(&str, &str, &str); 5] = [
 /// Waits for the system to settle (at most `wait`), then compares.
 pub async fn run(infra: &platform::InfraSettings, wait: Duration) -> anyhow::Result<CheckReport> {
     let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
-    let nats = async_nats::connect(&infra.nats_url).await.context("connecting to NATS")?;
-    let js = async_nats::jetstream::new(nats);
-    let events = format!("{}_EVENTS", infra.stream_prefix);
-    let deadline = Instant::now() + wait;
-    let settled = loop {
-        let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&pg)
-            .await?;
-        let lags = projectors::app::lag(&pg, &js, &events).await?;
-        let behind: i64 = lags.iter().map(|l| l.events).sum();
-        if backlog == 0 && behind == 0 {
-            break true;
-        }
-        if Instant::now() >= deadline {
-            break false;
-        }
-        eprintln!(
-            "check: waiting to settle: {backlog} outbox rows unpublished, projections {behind} events behind"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let settled = settle(&pg, infra, wait).await?;
     let mut comparisons = Vec::new();
     for (name, count, mismatches) in COMPARISONS {
         let rows: i64 = sqlx::query_scalar(count).fetch_one(&pg).await.with_context(|| name)?;
@@ -159,4 +139,34 @@ pub async fn run(infra: &platform::InfraSettings, wait: Duration) -> anyhow::Res
     }
     pg.close().await;
     Ok(CheckReport { settled, comparisons })
+}
+
+/// Waits (at most `wait`) until the relay has published every outbox row
+/// and every projection has applied the whole event stream; `false` if the
+/// wait ran out first. The load generator waits on it between steps, so a
+/// step never inherits the backlog of the one before.
+pub async fn settle(
+    pg: &sqlx::PgPool,
+    infra: &platform::InfraSettings,
+    wait: Duration,
+) -> anyhow::Result<bool> {
+    let nats = async_nats::connect(&infra.nats_url).await.context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(nats);
+    let events = format!("{}_EVENTS", infra.stream_prefix);
+    let deadline = Instant::now() + wait;
+    loop {
+        let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(pg)
+            .await?;
+        let lags = projectors::app::lag(pg, &js, &events).await?;
+        let behind: i64 = lags.iter().map(|l| l.events).sum();
+        if backlog == 0 && behind == 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        eprintln!("waiting to settle: {backlog} outbox rows unpublished, projections {behind} events behind");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -91,7 +91,9 @@ async fn a_correlation_id_is_echoed_and_travels_with_the_events_and_jobs_it_caus
 #[tokio::test]
 async fn the_platforms_metric_names_are_exported_with_their_labels() {
     let env = TestEnv::new().await;
-    let app = TestApp::spawn(&env).await;
+    // Rate limits on, so that commands make their Redis round trip.
+    let limits = command_api::http::rate_limit::Limits { per_device: 1_000, per_merchant: 0 };
+    let app = TestApp::spawn_limited(&env, &env.redis_url, limits).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
     let order_id = app.create_order(&token).await.str("order_id");
@@ -111,7 +113,7 @@ async fn the_platforms_metric_names_are_exported_with_their_labels() {
         "db_connection_pool_size ",
         "db_connection_pool_available ",
         "db_query_duration_seconds_bucket{operation=\"command_transaction\"",
-        "redis_operations_total{operation=\"idempotency_get\"",
+        "redis_operations_total{operation=\"rate_limit\"",
         "devices_online ",
         "outbox_backlog ",
         "relay_published_total ",

@@ -9,9 +9,11 @@
 //! claimed with a transaction-scoped advisory lock (held until commit, so a
 //! concurrent twin sees "in flight" instead of waiting) and the response is
 //! inserted before commit, so "command applied" and "key recorded" are one
-//! atomic fact. Redis fronts completed keys so that replays, the common case
-//! of a terminal retrying after a timeout, do not touch the database; a Redis
-//! failure only costs that shortcut.
+//! atomic fact. For the rare commands (configuration, reports, device
+//! acknowledgements) Redis fronts completed keys, so that a replay does not
+//! touch the database; a Redis failure only costs that shortcut. Order and
+//! payment commands skip the front: their replays are answered from the
+//! claim in the next group commit (see [`crate::commands`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
