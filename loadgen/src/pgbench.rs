@@ -39,19 +39,7 @@ pub async fn measure(
 ) -> anyhow::Result<PgbenchCeiling> {
     let options = PgConnectOptions::from_str(database_url).context("DATABASE_URL")?;
     let scratch = format!("{}_pgbench", options.get_database().unwrap_or("smartpos"));
-    let scratch_url = {
-        let mut url = reqwest::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
-        url.set_path(&scratch);
-        // The services' sqlx is built without TLS, so they talk to PostgreSQL
-        // in plain TCP. libpq's default (`prefer`) would negotiate TLS with a
-        // server that offers it (Debian's does) and pay for it in every
-        // transaction: on this machine that cost pgbench about a fifth of its
-        // rate, a ceiling lower than the one the services face.
-        if !url.query_pairs().any(|(k, _)| k == "sslmode") {
-            url.query_pairs_mut().append_pair("sslmode", "disable");
-        }
-        url.to_string()
-    };
+    let scratch_url = scratch_url(database_url, &scratch)?;
     let mut admin = options.clone().database("postgres").connect().await.context("connecting as admin")?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)")).execute(&mut admin).await?;
     sqlx::query(&format!("CREATE DATABASE \"{scratch}\"")).execute(&mut admin).await?;
@@ -93,6 +81,23 @@ pub async fn measure(
     })
 }
 
+/// `database_url` naming database `scratch`, for pgbench.
+///
+/// The services' sqlx is built without TLS, so they talk to PostgreSQL in
+/// plain TCP. libpq's default (`sslmode=prefer`) would negotiate TLS with a
+/// server that offers it (Debian's does) and pay for it in every
+/// transaction: on this machine that cost pgbench about a fifth of its rate,
+/// a ceiling lower than the one the services face. So TLS is off unless the
+/// URL asks for a mode.
+fn scratch_url(database_url: &str, scratch: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
+    url.set_path(scratch);
+    if !url.query_pairs().any(|(k, _)| k == "sslmode") {
+        url.query_pairs_mut().append_pair("sslmode", "disable");
+    }
+    Ok(url.to_string())
+}
+
 /// The number after `prefix` on pgbench's report line.
 fn field(text: &str, prefix: &str) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with(prefix))?;
@@ -111,7 +116,19 @@ pub async fn drop_database(database_url: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::field;
+    use super::{field, scratch_url};
+
+    #[test]
+    fn pgbench_talks_plain_tcp_like_the_services_unless_told_otherwise() {
+        assert_eq!(
+            scratch_url("postgres://u:p@127.0.0.1:5432/smartpos", "smartpos_pgbench").expect("url"),
+            "postgres://u:p@127.0.0.1:5432/smartpos_pgbench?sslmode=disable"
+        );
+        assert_eq!(
+            scratch_url("postgres://u:p@db:5432/x?sslmode=require", "x_pgbench").expect("url"),
+            "postgres://u:p@db:5432/x_pgbench?sslmode=require"
+        );
+    }
 
     #[test]
     fn reads_pgbench_report_lines() {

@@ -205,7 +205,8 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "`{}`: the writes of one order creation (key claim, order, outbox row, idempotency record) as one \
-         transaction, prepared statements, over the services' TCP connection string, {} s per client count.\n",
+         transaction, prepared statements, over the services' TCP connection string and, like them, \
+         without TLS, {} s per client count.\n",
         pg.script, pg.seconds
     );
     let _ = writeln!(out, "| clients | tps | mean latency ms |\n|---:|---:|---:|");

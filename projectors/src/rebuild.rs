@@ -178,7 +178,7 @@ pub async fn rebuild(
     let live = projection.schema();
     let shadow = format!("{live}__shadow");
     let shadow_cp = format!("{}@rebuild", projection.name());
-    let tables = prepare_shadow(pg, live, &shadow, &shadow_cp).await?;
+    let tables = prepare_shadow(pg, projection, &shadow, &shadow_cp).await?;
     let (first, target) = source.bounds().await?;
     let strict = merchant.is_none().then_some(first as i64);
     let mut ahead = ReadAhead::start(source, source.read(merchant, DeliverPolicy::All).await?);
@@ -269,25 +269,58 @@ async fn apply_shadow(
     }
 }
 
-/// A fresh, empty copy of every table of `live` in schema `shadow`; returns the table names.
+/// A fresh, empty copy of every table of the projection's schema in schema
+/// `shadow`, with the live tables' constraints and indexes under their live
+/// names, so that the swap renames nothing a migration may refer to.
+/// Returns the table names.
 async fn prepare_shadow(
     pg: &PgPool,
-    live: &str,
+    projection: Projection,
     shadow: &str,
     shadow_cp: &str,
 ) -> anyhow::Result<Vec<String>> {
+    let live = projection.schema();
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY tablename")
             .bind(live)
             .fetch_all(pg)
             .await?;
+    // Primary keys and unique constraints, then the other indexes.
+    let constraints: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT t.relname::text, c.conname::text, pg_get_constraintdef(c.oid)
+           FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = $1 AND c.contype IN ('p', 'u') ORDER BY 1, 2",
+    )
+    .bind(live)
+    .fetch_all(pg)
+    .await?;
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT i.indexdef FROM pg_indexes i
+          WHERE i.schemaname = $1
+            AND NOT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_class x ON x.oid = c.conindid
+                             JOIN pg_namespace n ON n.oid = x.relnamespace
+                            WHERE n.nspname = $1 AND x.relname = i.indexname)
+          ORDER BY i.indexname",
+    )
+    .bind(live)
+    .fetch_all(pg)
+    .await?;
     let mut tx = pg.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {shadow} CASCADE")).execute(&mut *tx).await?;
     sqlx::query(&format!("CREATE SCHEMA {shadow}")).execute(&mut *tx).await?;
     for t in &tables {
-        sqlx::query(&format!("CREATE TABLE {shadow}.{t} (LIKE {live}.{t} INCLUDING ALL)"))
+        sqlx::query(&format!("CREATE TABLE {shadow}.{t} (LIKE {live}.{t} INCLUDING ALL EXCLUDING INDEXES)"))
             .execute(&mut *tx)
             .await?;
+    }
+    for (table, name, definition) in &constraints {
+        sqlx::query(&format!("ALTER TABLE {shadow}.{table} ADD CONSTRAINT \"{name}\" {definition}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for definition in &indexes {
+        sqlx::query(&on_schema(definition, live, shadow)?).execute(&mut *tx).await?;
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
         .bind(shadow_cp)
@@ -295,6 +328,13 @@ async fn prepare_shadow(
         .await?;
     tx.commit().await?;
     Ok(tables)
+}
+
+/// A live index's definition (`CREATE INDEX name ON live.table ...`) moved to `shadow`.
+fn on_schema(definition: &str, live: &str, shadow: &str) -> anyhow::Result<String> {
+    let from = format!(" ON {live}.");
+    anyhow::ensure!(definition.contains(&from), "unexpected index definition: {definition}");
+    Ok(definition.replacen(&from, &format!(" ON {shadow}."), 1))
 }
 
 /// Re-applies the stream from `from` up to the live checkpoint, to repair rows.

@@ -51,6 +51,17 @@ fn assert_same(actual: &[String], expected: &[String], what: &str) {
 /// `n` fully paid sales (five events each) and a refund on every fifth; on
 /// the way, every payment event: declined and voided tenders, manual captures,
 /// canceled orders.
+/// Every index of the read models: schema, table, name and definition.
+async fn read_model_indexes(env: &TestEnv) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT schemaname || '.' || tablename || '.' || indexname || ' ' || substring(indexdef FROM ' USING .*$')
+           FROM pg_indexes WHERE schemaname IN ('rm_bills', 'rm_sales', 'rm_devices') ORDER BY 1",
+    )
+    .fetch_all(&env.pg)
+    .await
+    .expect("indexes")
+}
+
 async fn trade(app: &TestApp, token: &str, n: usize) {
     for i in 0..n {
         let order = app.create_order(token).await;
@@ -138,6 +149,11 @@ async fn a_rebuild_reproduces_every_read_model_row_for_row_while_reads_are_serve
     let events = smartpos_tests::stream::count(&env.nats_url, &env.events_stream()).await;
     assert!(events >= 2000, "only {events} events");
     let original = snapshot(&env, None).await;
+    let original_indexes = read_model_indexes(&env).await;
+    assert!(
+        original_indexes.iter().any(|i| i.starts_with("rm_bills.bills.bills_by_store ")),
+        "{original_indexes:?}"
+    );
     corrupt(&env, a.merchant_id).await;
     corrupt(&env, b.merchant_id).await;
     assert_ne!(snapshot(&env, None).await, original);
@@ -202,6 +218,8 @@ async fn a_rebuild_reproduces_every_read_model_row_for_row_while_reads_are_serve
     caught_up(&env, &env.nats_url).await;
     let rebuilt = snapshot(&env, None).await;
     assert_same(&rebuilt, &original, "the rebuilt read models differ from the live ones");
+    // Every constraint and index is back under its own name (a migration may name it).
+    assert_eq!(read_model_indexes(&env).await, original_indexes);
     // The live projection carries on from the swapped-in position.
     let token = app.token(&a, 0).await;
     let order_id = app.create_order(&token).await.str("order_id");
