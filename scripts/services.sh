@@ -48,11 +48,12 @@ fi
 # restart). Autovacuum must run: the outbox, the devices' counters and the
 # read models update the same rows all day, and without vacuum every lookup
 # walks their dead versions (a machine seen here had it off, and PostgreSQL
-# cost 1.7x as much CPU per command). PostgreSQL's defaults checkpoint every 1 GB of WAL or 5 minutes,
-# and the first change to each page after a checkpoint writes the whole page
-# to the WAL: with a large database, under load, most of the WAL. Fewer
-# checkpoints and compressed page images keep the cost per command flat as
-# the data grows (bench/NOTES.md). Only values that differ are changed.
+# cost 1.7x as much CPU per command). PostgreSQL's defaults checkpoint every
+# 1 GB of WAL or 5 minutes, and the first change to each page after a
+# checkpoint writes the whole page to the WAL: with a large database, under
+# load, most of the WAL. Fewer checkpoints and compressed page images keep
+# the cost per command flat as the data grows (bench/NOTES.md, steps 14 and
+# 16). Only values that differ are changed.
 pg_setting() { # name value value-as-pg_settings-shows-it
   current=$(as_postgres psql -qtAc "SELECT setting || coalesce(unit, '') FROM pg_settings WHERE name = '$1'")
   if [ "$current" != "$3" ]; then

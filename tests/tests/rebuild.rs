@@ -48,9 +48,6 @@ fn assert_same(actual: &[String], expected: &[String], what: &str) {
     );
 }
 
-/// `n` fully paid sales (five events each) and a refund on every fifth; on
-/// the way, every payment event: declined and voided tenders, manual captures,
-/// canceled orders.
 /// Every index of the read models: schema, table, name and definition.
 async fn read_model_indexes(env: &TestEnv) -> Vec<String> {
     sqlx::query_scalar(
@@ -62,6 +59,9 @@ async fn read_model_indexes(env: &TestEnv) -> Vec<String> {
     .expect("indexes")
 }
 
+/// `n` fully paid sales (five events each) and a refund on every fifth; on
+/// the way, every payment event: declined and voided tenders, manual captures,
+/// canceled orders.
 async fn trade(app: &TestApp, token: &str, n: usize) {
     for i in 0..n {
         let order = app.create_order(token).await;
