@@ -471,16 +471,31 @@ async fn a_projector_killed_mid_batch_again_and_again_leaves_sales_exact() {
             .unwrap_or(0)
         }
     };
+    // Each round kills a fresh projector once every projection has committed
+    // a batch in it (so each runner is past taking over and is projecting),
+    // plus a few milliseconds, so the kills land at different points: a
+    // fixed delay let a fast machine project everything before the first kill.
+    let projections = ["store_daily_sales", "bills", "device_status"];
     let mut killed_mid_way = false;
     for round in 0..30u64 {
-        let sales = checkpoint("store_daily_sales").await;
-        killed_mid_way |= round > 0 && sales > 0 && sales < total_events;
-        if sales >= total_events && checkpoint("bills").await >= total_events {
+        let mut before = Vec::new();
+        for p in projections {
+            before.push(checkpoint(p).await);
+        }
+        if before.iter().all(|&cp| cp >= total_events) {
             break;
         }
         let mut child = process::spawn("projectors", &vars(format!("127.0.0.1:{}", free_port())));
-        tokio::time::sleep(Duration::from_millis(150 + (round * 53) % 250)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for (p, at) in projections.into_iter().zip(before) {
+            while at < total_events && checkpoint(p).await == at && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis((round * 7) % 25)).await;
         child.kill().await.expect("SIGKILL");
+        let sales = checkpoint("store_daily_sales").await;
+        killed_mid_way |= sales > 0 && sales < total_events;
     }
     assert!(killed_mid_way, "no kill landed while projecting");
     let mut last = process::spawn("projectors", &vars(format!("127.0.0.1:{}", free_port())));
