@@ -39,6 +39,28 @@ pub async fn advance(
     Ok(())
 }
 
+/// Keeps the definition of `name`'s durable consumer beside its checkpoint,
+/// so a runner can recreate a consumer that a crash left deleted (see
+/// `Runner::position`).
+pub async fn stash_consumer(pg: &PgPool, name: &str, config: &serde_json::Value) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE public.projection_checkpoints SET consumer_config = $2 WHERE projection = $1")
+        .bind(name)
+        .bind(sqlx::types::Json(config))
+        .execute(pg)
+        .await?;
+    Ok(())
+}
+
+/// The stashed definition of `name`'s durable consumer, if any.
+pub async fn stashed_consumer(pg: &PgPool, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let stashed: Option<Option<sqlx::types::Json<serde_json::Value>>> =
+        sqlx::query_scalar("SELECT consumer_config FROM public.projection_checkpoints WHERE projection = $1")
+            .bind(name)
+            .fetch_optional(pg)
+            .await?;
+    Ok(stashed.flatten().map(|j| j.0))
+}
+
 /// Records that `name` stopped at `seq` for `reason` (shown by `posctl status`).
 pub async fn stall(pg: &PgPool, name: &str, seq: u64, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(

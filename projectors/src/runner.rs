@@ -11,7 +11,10 @@
 //! successor. On taking over, and whenever redelivery overtakes order, the
 //! runner repositions the durable consumer at the checkpoint (see
 //! [`Runner::position`]), so nothing is applied out of order and nothing is
-//! skipped. A database error retries the same batch; an undecodable event or
+//! skipped. Repositioning deletes and recreates the consumer; the consumer's
+//! definition is stashed beside the checkpoint at every take-over, so a
+//! runner that finds the consumer gone (its predecessor died in between)
+//! recreates it at the checkpoint instead of waiting for an operator. A database error retries the same batch; an undecodable event or
 //! a sequence gap stalls the projection (logged, counted, recorded for
 //! `posctl status`).
 
@@ -120,11 +123,13 @@ impl Runner {
         let checkpoint = checkpoint::lock(&mut conn, self.projection.name()).await?;
         drop(conn);
         let stream = self.js.get_stream(&self.stream).await?;
-        let mut consumer: PullConsumer = stream
-            .get_consumer(&self.consumer)
-            .await
-            .map_err(|e| anyhow::anyhow!("consumer {} (run `posctl setup`): {e}", self.consumer))?;
+        let mut consumer: PullConsumer = match stream.get_consumer(&self.consumer).await {
+            Ok(consumer) => consumer,
+            Err(missing) => return self.restore(&stream, checkpoint, missing).await,
+        };
         let info = consumer.info().await?.clone();
+        checkpoint::stash_consumer(&self.pg, self.projection.name(), &serde_json::to_value(&info.config)?)
+            .await?;
         if info.delivered.stream_sequence as i64 <= checkpoint {
             return Ok(consumer);
         }
@@ -140,6 +145,35 @@ impl Runner {
             delivered = info.delivered.stream_sequence,
             checkpoint,
             "consumer repositioned at the checkpoint"
+        );
+        Ok(consumer)
+    }
+
+    /// Recreates a durable consumer that is gone (a runner died between
+    /// deleting and recreating it in [`Runner::position`]) from the definition
+    /// stashed at the last take-over, delivering from the checkpoint's
+    /// successor. Without a stash, an operator's `posctl setup` is needed.
+    async fn restore(
+        &self,
+        stream: &jetstream::stream::Stream,
+        checkpoint: i64,
+        missing: impl std::fmt::Display,
+    ) -> anyhow::Result<PullConsumer> {
+        let Some(stashed) = checkpoint::stashed_consumer(&self.pg, self.projection.name()).await? else {
+            anyhow::bail!("consumer {} (run `posctl setup`): {missing}", self.consumer);
+        };
+        let stashed: async_nats::jetstream::consumer::Config = serde_json::from_value(stashed)?;
+        let mut config = pull::Config::try_from_consumer_config(stashed)
+            .map_err(|e| anyhow::anyhow!("consumer {} stashed config: {e}", self.consumer))?;
+        config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: (checkpoint + 1) as u64 };
+        let consumer = stream.create_consumer(config).await?;
+        metrics::counter!("projection_consumer_restored_total", "projection" => self.projection.name())
+            .increment(1);
+        tracing::warn!(
+            projection = self.projection.name(),
+            checkpoint,
+            error = %missing,
+            "consumer was missing; recreated from its stashed definition at the checkpoint"
         );
         Ok(consumer)
     }

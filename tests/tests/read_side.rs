@@ -434,6 +434,34 @@ async fn events_delivered_twice_count_once() {
 }
 
 #[tokio::test]
+async fn a_projection_whose_consumer_is_gone_recreates_it_at_its_checkpoint() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let m = env.merchant(1).await;
+    let token = app.token(&m, 0).await;
+    sale(&app, &token, 100, "cash").await;
+    let read = ReadSide::spawn(&env).await;
+    caught_up(&env, &env.nats_url).await;
+    read.stop().await;
+    // What a runner killed between deleting and recreating its consumer leaves behind.
+    let js = async_nats::jetstream::new(async_nats::connect(&env.nats_url).await.expect("nats"));
+    let stream = js.get_stream(env.events_stream()).await.expect("stream");
+    let consumer = Projection::Bills.consumer(&env.stream_prefix);
+    assert!(stream.delete_consumer(&consumer).await.expect("delete").success);
+    let (order_id, _) = sale(&app, &token, 200, "card").await;
+
+    let read = ReadSide::spawn(&env).await;
+    caught_up(&env, &env.nats_url).await;
+    let portal = portal_token(&env, m.merchant_id);
+    let bill = read.get(&format!("/v1/bills/{order_id}"), &portal).await;
+    assert_eq!((bill.status, bill.body["status"].clone()), (200, json!("completed")), "{}", bill.body);
+    assert!(stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await.is_ok());
+    read.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_projector_killed_mid_batch_again_and_again_leaves_sales_exact() {
     let env = TestEnv::new().await;
     let app = TestApp::spawn(&env).await;
