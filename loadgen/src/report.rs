@@ -195,10 +195,15 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         "nats-server --version",
         "redis-server --version",
         "rustc --version",
-        "git rev-parse --short HEAD",
     ] {
         let _ = writeln!(out, "- `{}`", version(cmd));
     }
+    // The commit that was measured (bench.sh records it when it builds), not
+    // the one checked out when the report is written.
+    let commit = std::fs::read_to_string(dir.join("commit"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_else(|_| version("git rev-parse --short HEAD"));
+    let _ = writeln!(out, "- commit `{commit}`");
     let _ = writeln!(out);
 
     let _ = writeln!(out, "## (a) Database ceiling: pgbench\n");
