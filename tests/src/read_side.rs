@@ -1,11 +1,11 @@
 //! The projectors and the query API, run in-process on free ports.
 
 use platform::Shutdown;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-use crate::app::Reply;
+use crate::app::{Reply, TestApp};
 use crate::env::TestEnv;
 
 pub struct ReadSide {
@@ -168,4 +168,17 @@ impl Workers {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
         let _ = std::fs::remove_dir_all(&self.receipt_dir);
     }
+}
+
+/// Creates an order of `unit_price` (standard rate) and pays it with `method`; returns (order id, version).
+pub async fn sale(app: &TestApp, token: &str, unit_price: i64, method: &str) -> (String, i64) {
+    let line = json!({"sku": "s", "name": "Set menu", "quantity": 1, "unit_price": unit_price, "tax_category": "standard"});
+    let order = app.command("/v1/orders", token, &json!({"currency": "JPY", "lines": [line]})).await;
+    assert_eq!(order.status, 201, "{}", order.body);
+    let total = order.body["total"].as_i64().unwrap_or_default();
+    let order_id = order.str("order_id");
+    let payment = app.pay(token, &order_id, method, total, "automatic").await;
+    let confirmed = app.approve(token, &payment.str("payment_id")).await;
+    assert_eq!(confirmed.str("order_status"), "completed", "{}", confirmed.body);
+    (order_id, confirmed.body["version"].as_i64().unwrap_or_default())
 }
