@@ -429,17 +429,9 @@ async fn a_projection_whose_consumer_is_gone_recreates_it_at_its_checkpoint() {
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
     let projectors = || {
-        process::spawn(
-            "projectors",
-            &[
-                ("DATABASE_URL", env.database_url.clone()),
-                ("NATS_URL", env.nats_url.clone()),
-                ("REDIS_URL", env.redis_url.clone()),
-                ("NATS_SUBJECT_PREFIX", env.subject_prefix.clone()),
-                ("NATS_STREAM_PREFIX", env.stream_prefix.clone()),
-                ("PROJECTORS_ADDR", format!("127.0.0.1:{}", free_port())),
-            ],
-        )
+        let mut vars = env.vars();
+        vars.push(("PROJECTORS_ADDR", format!("127.0.0.1:{}", free_port())));
+        process::spawn("projectors", &vars)
     };
     sale(&app, &token, 100, "cash").await;
     let mut first = projectors();
