@@ -14,8 +14,9 @@
 //! skipped. Repositioning deletes and recreates the consumer; the consumer's
 //! definition is stashed beside the checkpoint at every take-over, so a
 //! runner that finds the consumer gone (its predecessor died in between)
-//! recreates it at the checkpoint instead of waiting for an operator. A database error retries the same batch; an undecodable event or
-//! a sequence gap stalls the projection (logged, counted, recorded for
+//! recreates it at the checkpoint instead of waiting for an operator. A
+//! database error retries the same batch; an undecodable event or a
+//! sequence gap stalls the projection (logged, counted, recorded for
 //! `posctl status`).
 
 use async_nats::jetstream::consumer::{DeliverPolicy, FromConsumer, PullConsumer, pull};
@@ -133,11 +134,8 @@ impl Runner {
         if info.delivered.stream_sequence as i64 <= checkpoint {
             return Ok(consumer);
         }
-        let mut config = pull::Config::try_from_consumer_config(info.config.clone())
-            .map_err(|e| anyhow::anyhow!("consumer {} config: {e}", self.consumer))?;
-        config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: (checkpoint + 1) as u64 };
         stream.delete_consumer(&self.consumer).await?;
-        let consumer = stream.create_consumer(config).await?;
+        let consumer = self.create_at(&stream, info.config.clone(), checkpoint).await?;
         metrics::counter!("projection_consumer_repositioned_total", "projection" => self.projection.name())
             .increment(1);
         tracing::info!(
@@ -162,11 +160,7 @@ impl Runner {
         let Some(stashed) = checkpoint::stashed_consumer(&self.pg, self.projection.name()).await? else {
             anyhow::bail!("consumer {} (run `posctl setup`): {missing}", self.consumer);
         };
-        let stashed: async_nats::jetstream::consumer::Config = serde_json::from_value(stashed)?;
-        let mut config = pull::Config::try_from_consumer_config(stashed)
-            .map_err(|e| anyhow::anyhow!("consumer {} stashed config: {e}", self.consumer))?;
-        config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: (checkpoint + 1) as u64 };
-        let consumer = stream.create_consumer(config).await?;
+        let consumer = self.create_at(stream, serde_json::from_value(stashed)?, checkpoint).await?;
         metrics::counter!("projection_consumer_restored_total", "projection" => self.projection.name())
             .increment(1);
         tracing::warn!(
@@ -176,6 +170,20 @@ impl Runner {
             "consumer was missing; recreated from its stashed definition at the checkpoint"
         );
         Ok(consumer)
+    }
+
+    /// Creates the durable consumer from `config`, delivering from the
+    /// checkpoint's successor (for [`Runner::position`] and [`Runner::restore`]).
+    async fn create_at(
+        &self,
+        stream: &jetstream::stream::Stream,
+        config: async_nats::jetstream::consumer::Config,
+        checkpoint: i64,
+    ) -> anyhow::Result<PullConsumer> {
+        let mut config = pull::Config::try_from_consumer_config(config)
+            .map_err(|e| anyhow::anyhow!("consumer {} config: {e}", self.consumer))?;
+        config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: (checkpoint + 1) as u64 };
+        Ok(stream.create_consumer(config).await?)
     }
 
     /// The stream's first sequence still stored.
