@@ -42,6 +42,10 @@ impl TestEnv {
 
     /// A fresh database, but no streams yet (for tests that run their own NATS).
     pub async fn without_streams() -> Self {
+        // In-process services log to stderr when asked (as the spawned binaries do).
+        if std::env::var_os("SMARTPOS_TEST_LOGS").is_some() {
+            platform::telemetry::init_stderr("tests");
+        }
         let base = var("DATABASE_URL", platform::settings::DEFAULT_DATABASE_URL);
         let tag = Uuid::new_v4().simple().to_string();
         let database_name = format!("smartpos_t_{}", &tag[..16]);

@@ -139,10 +139,10 @@ async fn rate_limits_answer_429_and_fail_open_while_redis_is_down() {
     let app = TestApp::spawn_limited(&env, &redis.url, limits).await;
     let m = env.merchant(2).await;
     let token = app.token(&m, 0).await;
-    // Limits count per minute window; start right after a boundary is not needed: 5 of 8 pass within one window
-    // unless the minute turns, in which case at most 10 pass. Either way some are refused.
+    // Limits count per fixed minute window: of 11 requests at most 10 pass even when
+    // the minute turns between them (5 before, 5 after), so some are refused.
     let mut statuses = Vec::new();
-    for i in 0..8 {
+    for i in 0..11 {
         statuses.push(app.post("/v1/orders", Some(&token), Some(&format!("rl-{i}")), &sample_order()).await);
     }
     let refused: Vec<_> = statuses.iter().filter(|r| r.status == 429).collect();

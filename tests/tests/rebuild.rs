@@ -223,6 +223,7 @@ async fn a_rebuild_reproduces_every_read_model_row_for_row_while_reads_are_serve
     // The live projection carries on from the swapped-in position.
     let token = app.token(&a, 0).await;
     let order_id = app.create_order(&token).await.str("order_id");
+    caught_up(&env, &env.nats_url).await;
     read.bill_at(&portal, &order_id, 1).await;
     read.stop().await;
     app.stop().await;
