@@ -56,6 +56,8 @@ for port in 18080 18081 19101 19102; do
 done
 
 $B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
+# A fixed rate below the edge, where p99 is steady enough to compare with the same run after the history.
+$B/loadgen run --json "$OUT/empty-fixed.json" --rate-of-max "$OUT/max.json" --fraction 0.8 --seconds 30
 $B/loadgen run --json "$OUT/half.json" --rate-of "$OUT/pgbench.json" --fraction 0.5 --seconds 30
 $B/loadgen max --json "$OUT/reads.json" --mix reads --start 400 --step-seconds 10
 $B/loadgen burst --json "$OUT/burst.json" --peak-of "$OUT/max.json" --ramp-seconds 15 --sustain-seconds 30
@@ -72,7 +74,7 @@ $B/loadgen history --events "${BENCH_HISTORY_EVENTS:-10000000}" --json "$OUT/his
 # benchmark's role may not CHECKPOINT; the local superuser may).
 if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql -qd "${DATABASE_URL##*/}" -c CHECKPOINT || true
 else sudo -n -u postgres psql -qd "${DATABASE_URL##*/}" -c CHECKPOINT 2>/dev/null || true; fi
-$B/loadgen run --json "$OUT/full-fixed.json" --rate-of-max "$OUT/max.json" --fraction 1 --seconds 30
+$B/loadgen run --json "$OUT/full-fixed.json" --rate-of-max "$OUT/max.json" --fraction 0.8 --seconds 30
 $B/loadgen max --json "$OUT/full-max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
 
 stop

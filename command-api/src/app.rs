@@ -105,8 +105,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         let (wake, stop) = (state.wake.clone(), shutdown.clone());
         tasks.spawn(wake.notify_remote(pg.clone(), stop));
         let stop = shutdown.clone();
-        let (pg, cfg, ttl) = (pg.clone(), config.relay.clone(), config.idempotency_ttl);
-        tasks.spawn(async move { janitor::run(pg, cfg.retention, ttl, stop).await });
+        let (pg, ttl) = (pg.clone(), config.idempotency_ttl);
+        tasks.spawn(async move { janitor::run(pg, ttl, stop).await });
     }
     if !config.relay.enabled {
         // Relays live in other processes: they must hear of our commits.

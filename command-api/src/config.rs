@@ -28,8 +28,6 @@ pub struct RelayConfig {
     pub batch: i64,
     /// Poll interval when no NOTIFY arrives (missed notifications, replicas).
     pub poll_interval: Duration,
-    /// Published rows older than this are deleted by the janitor.
-    pub retention: Duration,
     /// After a wake-up, wait this long so one round publishes the commits of
     /// several commands (fewer round trips under load; that much more latency).
     pub linger: Duration,
@@ -49,7 +47,6 @@ impl Config {
                 enabled: settings::parse("RELAY_ENABLED", true)?,
                 batch: settings::parse("RELAY_BATCH", 512)?,
                 poll_interval: settings::millis("RELAY_POLL_MS", 1_000)?,
-                retention: Duration::from_secs(settings::parse("OUTBOX_RETENTION_SECS", 3_600)?),
                 linger: settings::millis("RELAY_LINGER_MS", 5)?,
             },
             idempotency_ttl: Duration::from_secs(ttl_hours * 3_600),

@@ -5,13 +5,14 @@
 //! command of its own process commits, on an `outbox` NOTIFY (coalesced, from
 //! other processes; see [`crate::wake`]), or every poll interval, reads unpublished
 //! rows in id order, publishes them pipelined (all sent, then every PubAck
-//! awaited in order), and marks the acknowledged prefix published.
+//! awaited in order), and deletes the acknowledged prefix: the outbox holds
+//! only what is still to publish, the stream is the record of the rest.
 //!
 //! Guarantees:
-//! - *No loss*: a row is marked only after JetStream acknowledged storing it.
+//! - *No loss*: a row is deleted only after JetStream acknowledged storing it.
 //!   While NATS is down rows wait; commands keep being accepted.
 //! - *No duplicates*: `Nats-Msg-Id` is the event id, so a relay that dies
-//!   between publish and mark republishes into the stream's duplicate window
+//!   between publish and delete republishes into the stream's duplicate window
 //!   and JetStream drops the copy; consumers can also dedupe on `ce-id`.
 //! - *Order per aggregate*: outbox ids follow commit order per order (the
 //!   command locks its order row before appending), rows are published in id
@@ -147,14 +148,14 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes and marks one batch; returns how many rows it published.
+    /// Publishes one batch and deletes what was stored; returns how many rows it published.
     pub async fn drain_once(&self) -> anyhow::Result<usize> {
         let rows = self.fetch().await?;
         if rows.is_empty() {
             return Ok(0);
         }
         let (acked, failure) = self.publish(&rows).await;
-        self.mark_published(&acked).await?;
+        self.delete_published(&acked).await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(acked.len()),
@@ -165,8 +166,7 @@ impl Relay {
     pub async fn fetch(&self) -> anyhow::Result<Vec<OutboxRow>> {
         let started = Instant::now();
         let rows = sqlx::query_as::<_, OutboxRow>(
-            "SELECT id, event_id, subject, headers, payload FROM outbox
-              WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, event_id, subject, headers, payload FROM outbox ORDER BY id LIMIT $1",
         )
         .bind(self.cfg.batch)
         .fetch_all(&self.pg)
@@ -217,14 +217,12 @@ impl Relay {
         (acked, failure)
     }
 
-    pub async fn mark_published(&self, ids: &[i64]) -> anyhow::Result<()> {
+    /// Removes rows JetStream acknowledged storing.
+    pub async fn delete_published(&self, ids: &[i64]) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pg)
-            .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(&self.pg).await?;
         Ok(())
     }
 }

@@ -11,7 +11,7 @@
 //! with time-ordered ids like the live ones (UUIDv7), so new orders land at
 //! the indexes' right edges as they would. Idempotency records are dated
 //! within their 48-hour lifetime (the janitor would delete older ones), and
-//! published outbox rows are left out (the janitor keeps one hour of them).
+//! published outbox rows are left out (the relay deletes each once it is on the stream).
 //! None of it is on the event stream: a rebuild after this would drop it.
 
 use std::time::Instant;

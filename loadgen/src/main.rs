@@ -88,9 +88,13 @@ enum Cmd {
         target: Target,
         #[arg(long, default_value_t = 200.0)]
         start: f64,
-        /// Each step multiplies the rate by this until the SLO is missed; then two bisections.
+        /// Each step multiplies the rate by this until the SLO is missed; then `--refine` bisections.
         #[arg(long, default_value_t = 1.35)]
         factor: f64,
+        /// Bisections between the last step that met the SLO and the first that missed it
+        /// (four narrow a factor of 1.35 to about 2%).
+        #[arg(long, default_value_t = 4)]
+        refine: u32,
         #[arg(long, default_value_t = 20_000.0)]
         max_rate: f64,
         /// Seconds per step.
@@ -306,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
             summary.print();
             write_json(&target.json, &summary)?;
         }
-        Cmd::Max { target, start, factor, max_rate, step_seconds } => {
+        Cmd::Max { target, start, factor, refine, max_rate, step_seconds } => {
             anyhow::ensure!(factor > 1.0, "--factor must be above 1");
             let scenario = scenario(&target).await?;
             warm_up(&scenario, &target, start).await;
@@ -338,7 +342,7 @@ async fn main() -> anyhow::Result<()> {
                 settle(&target).await?;
             }
             if let Some(mut high) = failed {
-                for _ in 0..2 {
+                for _ in 0..refine {
                     let low = best.as_ref().map_or(start / 2.0, |b| b.target_rate);
                     let mid = (low + high) / 2.0;
                     settle(&target).await?;

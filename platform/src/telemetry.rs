@@ -63,7 +63,9 @@ pub fn init(service: &'static str) -> Guard {
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        // Colours only for a terminal: in a file or a pipe they are bytes to skip.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        registry.with(fmt::layer().with_target(false).with_ansi(ansi)).try_init()
     };
     if result.is_ok() {
         tracing::info!(service, tracing = provider.is_some(), "telemetry initialised");

@@ -113,6 +113,21 @@ impl TestEnv {
     }
 
     /// Drops the database and this test's streams.
+    /// Keeps a copy of every outbox row as it is committed (`outbox_record`,
+    /// filled by a trigger in the committing transaction): the relay deletes
+    /// rows once they are on the stream, and a test comparing the stream with
+    /// what was committed needs the committed side. Call before any traffic.
+    pub async fn record_outbox(&self) {
+        for sql in [
+            "CREATE TABLE outbox_record (LIKE outbox)",
+            "CREATE FUNCTION outbox_record() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO outbox_record SELECT NEW.*; RETURN NULL; END $$",
+            "CREATE TRIGGER outbox_record AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION outbox_record()",
+        ] {
+            sqlx::query(sql).execute(&self.pg).await.expect("recording the outbox");
+        }
+    }
+
     pub async fn cleanup(self) {
         self.pg.close().await;
         if let Ok(nats) = async_nats::connect(&self.nats_url).await {

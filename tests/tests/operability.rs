@@ -11,6 +11,7 @@ use std::time::Duration;
 #[tokio::test]
 async fn a_correlation_id_is_echoed_and_travels_with_the_events_and_jobs_it_caused() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn(&env).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
@@ -77,7 +78,7 @@ async fn a_correlation_id_is_echoed_and_travels_with_the_events_and_jobs_it_caus
         assert_eq!(e.envelope.correlation_id.as_deref(), Some("till-7-sale-42"), "{:?}", e.envelope.kind);
     }
     let headers: Vec<(String, String)> = sqlx::query_scalar::<_, sqlx::types::Json<Vec<(String, String)>>>(
-        "SELECT headers FROM outbox WHERE subject LIKE '%.work.receipts.%'",
+        "SELECT headers FROM outbox_record WHERE subject LIKE '%.work.receipts.%'",
     )
     .fetch_one(&env.pg)
     .await
@@ -397,10 +398,7 @@ async fn sigterm_during_steady_traffic_fails_no_accepted_request_and_loses_nothi
     let port = free_port();
     let mut again = process::spawn("command-api", &vars(port));
     let stored = eventually(Duration::from_secs(20), "the outbox to drain", || async {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&env.pg)
-            .await
-            .ok()?;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&env.pg).await.ok()?;
         let s = stream::read_all(&env.nats_url, &env.events_stream()).await;
         (left == 0).then_some(s)
     })

@@ -12,15 +12,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Rows still to publish: the relay deletes each once JetStream stored it.
 async fn unpublished(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(&env.pg)
-        .await
-        .expect("count")
+    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&env.pg).await.expect("count")
 }
 
+/// Every event committed so far (see [`TestEnv::record_outbox`]).
 async fn outbox_ids(env: &TestEnv) -> HashSet<Uuid> {
-    sqlx::query_scalar::<_, Uuid>("SELECT event_id FROM outbox")
+    sqlx::query_scalar::<_, Uuid>("SELECT event_id FROM outbox_record")
         .fetch_all(&env.pg)
         .await
         .expect("ids")
@@ -77,6 +76,7 @@ async fn sell(app: &TestApp, token: &str, n: usize) -> Vec<String> {
 #[tokio::test]
 async fn every_event_reaches_the_stream_once_in_order_as_a_binary_cloudevent() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn(&env).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
@@ -140,6 +140,7 @@ async fn every_event_reaches_the_stream_once_in_order_as_a_binary_cloudevent() {
 #[tokio::test]
 async fn commands_are_accepted_while_nats_is_down_and_the_backlog_drains_once_in_order() {
     let env = TestEnv::without_streams().await;
+    env.record_outbox().await;
     let mut nats = NatsServer::start().await;
     env.apply_streams(&nats.url).await;
     let app = TestApp::spawn_with(&env, &nats.url, true).await;
@@ -167,8 +168,9 @@ async fn commands_are_accepted_while_nats_is_down_and_the_backlog_drains_once_in
 }
 
 #[tokio::test]
-async fn a_relay_that_dies_between_publish_and_mark_publishes_no_duplicate() {
+async fn a_relay_that_dies_between_publish_and_delete_publishes_no_duplicate() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn_with(&env, &env.nats_url, false).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
@@ -180,17 +182,16 @@ async fn a_relay_that_dies_between_publish_and_mark_publishes_no_duplicate() {
         enabled: true,
         batch: 512,
         poll_interval: Duration::from_millis(100),
-        retention: Duration::from_secs(3600),
         linger: Duration::from_millis(5),
     };
     let relay = Relay::new(env.pg.clone(), async_nats::jetstream::new(nats), cfg);
-    // The first relay publishes everything, then "dies" before marking anything.
+    // The first relay publishes everything, then "dies" before deleting anything.
     let rows = relay.fetch().await.expect("rows");
     assert_eq!(rows.len(), total);
     let (acked, failure) = relay.publish(&rows).await;
     assert!(failure.is_none() && acked.len() == total);
-    assert_eq!(unpublished(&env).await as usize, total, "nothing was marked");
-    // Its successor publishes the same rows again and marks them.
+    assert_eq!(unpublished(&env).await as usize, total, "nothing was deleted");
+    // Its successor publishes the same rows again and deletes them.
     assert_eq!(relay.drain_once().await.expect("drain"), total);
     assert_eq!(unpublished(&env).await, 0);
     let stored = stream::read_all(&env.nats_url, &env.events_stream()).await;
@@ -203,6 +204,7 @@ async fn a_relay_that_dies_between_publish_and_mark_publishes_no_duplicate() {
 #[tokio::test]
 async fn a_command_api_killed_again_and_again_while_relaying_loses_and_duplicates_nothing() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     // Build a backlog with the relay off, then let a real process drain it while we SIGKILL it.
     let app = TestApp::spawn_with(&env, &env.nats_url, false).await;
     let m = env.merchant(1).await;
@@ -247,24 +249,34 @@ async fn a_command_api_killed_again_and_again_while_relaying_loses_and_duplicate
 }
 
 #[tokio::test]
-async fn published_rows_are_cleaned_up_and_unpublished_ones_kept() {
+async fn published_rows_leave_the_outbox_and_the_janitor_deletes_expired_idempotency_records() {
     let env = TestEnv::new().await;
-    let app = TestApp::spawn_with(&env, &env.nats_url, false).await;
+    env.record_outbox().await;
+    let app = TestApp::spawn(&env).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
     sell(&app, &token, 2).await;
-    sqlx::query("UPDATE outbox SET published_at = now() - interval '2 hours' WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 4)")
-        .execute(&env.pg)
-        .await
-        .expect("age rows");
-    let before = outbox_ids(&env).await.len() as u64;
-    let (deleted, _) =
-        command_api::janitor::sweep(&env.pg, Duration::from_secs(3600), Duration::from_secs(86_400))
+    let stored = drained(&env, &env.nats_url).await;
+    assert_exactly_once_in_order(&env, &stored).await;
+    assert_eq!(unpublished(&env).await, 0, "published rows stay behind");
+    // Idempotency records past their lifetime go; younger ones stay.
+    let keys = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM idempotency_keys")
+            .fetch_one(&env.pg)
             .await
-            .expect("sweep");
-    assert_eq!(deleted, 4);
-    assert_eq!(outbox_ids(&env).await.len() as u64, before - 4);
-    assert_eq!(unpublished(&env).await as u64, before - 4, "unpublished rows were kept");
+            .expect("n")
+    };
+    let before = keys().await;
+    assert!(before >= 6, "{before} keys");
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '49 hours'
+          WHERE ctid IN (SELECT ctid FROM idempotency_keys LIMIT 3)",
+    )
+    .execute(&env.pg)
+    .await
+    .expect("age keys");
+    let deleted = command_api::janitor::sweep(&env.pg, Duration::from_secs(48 * 3600)).await.expect("sweep");
+    assert_eq!((deleted, keys().await), (3, before - 3));
     app.stop().await;
     env.cleanup().await;
 }

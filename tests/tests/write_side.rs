@@ -7,10 +7,11 @@ use smartpos_tests::app::sample_order;
 use smartpos_tests::{Reply, TestApp, TestEnv};
 use uuid::Uuid;
 
-/// Rows in every table a command can write.
+/// Rows in every table a command can write (the outbox as committed, see
+/// [`TestEnv::record_outbox`]: the relay deletes what it published).
 async fn footprint(env: &TestEnv) -> Vec<i64> {
     let mut counts = Vec::new();
-    for table in ["orders", "payments", "refunds", "outbox", "idempotency_keys"] {
+    for table in ["orders", "payments", "refunds", "outbox_record", "idempotency_keys"] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&env.pg)
             .await
@@ -275,6 +276,7 @@ async fn concurrent_refunds_never_exceed_the_captured_amount() {
 #[tokio::test]
 async fn another_merchants_or_stores_order_is_404_not_403() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn(&env).await;
     let owner = env.merchant(1).await;
     let stranger = env.merchant(1).await;
@@ -327,6 +329,7 @@ async fn client_generated_ids_are_kept_and_a_reused_order_id_is_409() {
 #[tokio::test]
 async fn a_replayed_key_returns_the_identical_response_and_writes_nothing() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn(&env).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
@@ -350,6 +353,7 @@ async fn a_replayed_key_returns_the_identical_response_and_writes_nothing() {
 #[tokio::test]
 async fn a_key_reused_with_another_body_is_422_and_a_missing_key_is_400() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn(&env).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
@@ -423,6 +427,7 @@ async fn a_refused_command_replays_its_refusal() {
 #[tokio::test]
 async fn bad_input_is_a_problem_and_writes_nothing() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn(&env).await;
     let m = env.merchant(1).await;
     let token = app.token(&m, 0).await;
@@ -494,6 +499,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
 #[tokio::test]
 async fn commands_need_a_valid_device_token() {
     let env = TestEnv::new().await;
+    env.record_outbox().await;
     let app = TestApp::spawn(&env).await;
     let m = env.merchant(1).await;
     let before = footprint(&env).await;
