@@ -53,21 +53,35 @@ fi
 # checkpoint writes the whole page to the WAL: with a large database, under
 # load, most of the WAL. Fewer checkpoints and compressed page images keep
 # the cost per command flat as the data grows (bench/NOTES.md, steps 14 and
-# 16). Only values that differ are changed.
-pg_setting() { # name value value-as-pg_settings-shows-it
+# 16). Debian's 128 MB of shared buffers hold a few minutes of this
+# workload's writes; past that every index insertion evicts a page, often a
+# dirty one the backend must write itself (step 24): a sixth of the memory,
+# at most 4 GB, the one setting that takes a restart. Only values that
+# differ are changed.
+pg_setting() { # name value value-as-pg_settings-shows-it [restart]
   current=$(as_postgres psql -qtAc "SELECT setting || coalesce(unit, '') FROM pg_settings WHERE name = '$1'")
   if [ "$current" != "$3" ]; then
     log "PostgreSQL: $1 = $2 (was $current)"
     as_postgres psql -qc "ALTER SYSTEM SET $1 = '$2'" >/dev/null
-    reload=1
+    if [ "${4:-}" = restart ]; then restart=1; else reload=1; fi
   fi
 }
-reload=0
+reload=0 restart=0
 pg_setting autovacuum on on
 pg_setting max_wal_size 4GB 4096MB
 pg_setting checkpoint_timeout 15min 900s
 pg_setting wal_compression lz4 lz4
-if [ "$reload" = 1 ]; then as_postgres psql -qtAc "SELECT pg_reload_conf()" >/dev/null; fi
+mem_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
+buffers_mb=$(( mem_mb / 6 > 4096 ? 4096 : (mem_mb / 6 < 128 ? 128 : mem_mb / 6) ))
+pg_setting shared_buffers "${buffers_mb}MB" "$(( buffers_mb * 128 ))8kB" restart
+if [ "$restart" = 1 ]; then
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "restarting PostgreSQL $version (shared_buffers)"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+  wait_for 5432 PostgreSQL
+elif [ "$reload" = 1 ]; then
+  as_postgres psql -qtAc "SELECT pg_reload_conf()" >/dev/null
+fi
 
 # 3. NATS with JetStream on 127.0.0.1:4222.
 if ! listening 4222; then

@@ -280,11 +280,15 @@ async fn prepare_shadow(
     shadow_cp: &str,
 ) -> anyhow::Result<Vec<String>> {
     let live = projection.schema();
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY tablename")
-            .bind(live)
-            .fetch_all(pg)
-            .await?;
+    // Each table with its storage parameters (a fill factor), which LIKE does not copy.
+    let tables: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, array_to_string(c.reloptions, ', ')
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1",
+    )
+    .bind(live)
+    .fetch_all(pg)
+    .await?;
     // Primary keys and unique constraints, then the other indexes.
     let constraints: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT t.relname::text, c.conname::text, pg_get_constraintdef(c.oid)
@@ -309,10 +313,13 @@ async fn prepare_shadow(
     let mut tx = pg.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {shadow} CASCADE")).execute(&mut *tx).await?;
     sqlx::query(&format!("CREATE SCHEMA {shadow}")).execute(&mut *tx).await?;
-    for t in &tables {
-        sqlx::query(&format!("CREATE TABLE {shadow}.{t} (LIKE {live}.{t} INCLUDING ALL EXCLUDING INDEXES)"))
-            .execute(&mut *tx)
-            .await?;
+    for (t, options) in &tables {
+        let with = options.as_ref().map(|o| format!(" WITH ({o})")).unwrap_or_default();
+        sqlx::query(&format!(
+            "CREATE TABLE {shadow}.{t} (LIKE {live}.{t} INCLUDING ALL EXCLUDING INDEXES){with}"
+        ))
+        .execute(&mut *tx)
+        .await?;
     }
     for (table, name, definition) in &constraints {
         sqlx::query(&format!("ALTER TABLE {shadow}.{table} ADD CONSTRAINT \"{name}\" {definition}"))
@@ -327,7 +334,7 @@ async fn prepare_shadow(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(tables)
+    Ok(tables.into_iter().map(|(t, _)| t).collect())
 }
 
 /// A live index's definition (`CREATE INDEX name ON live.table ...`) moved to `shadow`.

@@ -48,11 +48,17 @@ fn assert_same(actual: &[String], expected: &[String], what: &str) {
     );
 }
 
-/// Every index of the read models: schema, table, name and definition.
+/// Every index of the read models (schema, table, name and definition) and every
+/// table's storage parameters (fill factors).
 async fn read_model_indexes(env: &TestEnv) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT schemaname || '.' || tablename || '.' || indexname || ' ' || substring(indexdef FROM ' USING .*$')
-           FROM pg_indexes WHERE schemaname IN ('rm_bills', 'rm_sales', 'rm_devices') ORDER BY 1",
+           FROM pg_indexes WHERE schemaname IN ('rm_bills', 'rm_sales', 'rm_devices')
+         UNION ALL
+         SELECT n.nspname || '.' || c.relname || ' WITH ' || array_to_string(c.reloptions, ', ')
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname IN ('rm_bills', 'rm_sales', 'rm_devices') AND c.reloptions IS NOT NULL
+         ORDER BY 1",
     )
     .fetch_all(&env.pg)
     .await
@@ -152,6 +158,10 @@ async fn a_rebuild_reproduces_every_read_model_row_for_row_while_reads_are_serve
     let original_indexes = read_model_indexes(&env).await;
     assert!(
         original_indexes.iter().any(|i| i.starts_with("rm_bills.bills.bills_by_store ")),
+        "{original_indexes:?}"
+    );
+    assert!(
+        original_indexes.contains(&"rm_bills.bills WITH fillfactor=70".to_owned()),
         "{original_indexes:?}"
     );
     corrupt(&env, a.merchant_id).await;
