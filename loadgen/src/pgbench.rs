@@ -41,7 +41,7 @@ pub async fn measure(
     let scratch = format!("{}_pgbench", options.get_database().unwrap_or("smartpos"));
     let scratch_url = scratch_url(database_url, &scratch)?;
     let mut admin = options.clone().database("postgres").connect().await.context("connecting as admin")?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)")).execute(&mut admin).await?;
+    drop_named(&mut admin, &scratch).await?;
     sqlx::query(&format!("CREATE DATABASE \"{scratch}\"")).execute(&mut admin).await?;
     {
         let pg = sqlx::PgPool::connect(&scratch_url).await?;
@@ -70,7 +70,7 @@ pub async fn measure(
         runs.push(PgbenchRun { clients: c, tps, latency_ms });
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)")).execute(&mut admin).await?;
+    drop_named(&mut admin, &scratch).await?;
     let best = runs.iter().max_by(|a, b| a.tps.total_cmp(&b.tps)).cloned().context("no pgbench runs")?;
     Ok(PgbenchCeiling {
         script: script.to_owned(),
@@ -104,12 +104,40 @@ fn field(text: &str, prefix: &str) -> Option<f64> {
     line[prefix.len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// Drops database `name`, closing its sessions. An autovacuum worker busy in
+/// it (a superuser's process, which this role may not terminate) refuses
+/// the drop until it finishes: that refusal is retried for a while.
+async fn drop_named(admin: &mut sqlx::PgConnection, name: &str) -> anyhow::Result<()> {
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(12)
+        .build();
+    loop {
+        let result = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut *admin)
+            .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => match delays.next() {
+                Some(delay) => {
+                    eprintln!("[pgbench] database {name} is busy ({e}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(anyhow::Error::new(e).context(format!("dropping database {name}"))),
+            },
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("dropping database {name}"))),
+        }
+    }
+}
+
 /// Drops the database `database_url` names (closing its sessions).
 pub async fn drop_database(database_url: &str) -> anyhow::Result<()> {
     let options = PgConnectOptions::from_str(database_url).context("DATABASE_URL")?;
     let name = options.get_database().context("DATABASE_URL names no database")?.to_owned();
     let mut admin = options.clone().database("postgres").connect().await.context("connecting as admin")?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await?;
+    drop_named(&mut admin, &name).await?;
     eprintln!("[reset] dropped database {name}");
     Ok(())
 }
