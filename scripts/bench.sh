@@ -55,8 +55,18 @@ for port in 18080 18081 19101 19102; do
   ready $port || { log "nothing listens on $port; see $OUT/*.log"; exit 1; }
 done
 
+# VACUUM ANALYZE and CHECKPOINT as the local superuser (the benchmark's role
+# may not CHECKPOINT): the fixed-rate runs before and after the history both
+# start from this, not from the background work an overloaded step leaves.
+quiet() {
+  local sql=(-c "VACUUM (ANALYZE)" -c CHECKPOINT)
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql -qd "${DATABASE_URL##*/}" "${sql[@]}" || true
+  else sudo -n -u postgres psql -qd "${DATABASE_URL##*/}" "${sql[@]}" 2>/dev/null || true; fi
+}
+
 $B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
 # A fixed rate below the edge, where p99 is steady enough to compare with the same run after the history.
+quiet
 $B/loadgen run --json "$OUT/empty-fixed.json" --rate-of-max "$OUT/max.json" --fraction 0.8 --seconds 30
 $B/loadgen run --json "$OUT/half.json" --rate-of "$OUT/pgbench.json" --fraction 0.5 --seconds 30
 $B/loadgen max --json "$OUT/reads.json" --mix reads --start 400 --step-seconds 10
@@ -70,10 +80,8 @@ $B/posctl check --wait 60 | tee -a "$OUT/check.txt"
 
 log "flat cost: the rows of ${BENCH_HISTORY_EVENTS:-10000000} events, then the same load again"
 $B/loadgen history --events "${BENCH_HISTORY_EVENTS:-10000000}" --json "$OUT/history.json"
-# Write the loaded gigabytes out now rather than during the measurement (the
-# benchmark's role may not CHECKPOINT; the local superuser may).
-if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql -qd "${DATABASE_URL##*/}" -c CHECKPOINT || true
-else sudo -n -u postgres psql -qd "${DATABASE_URL##*/}" -c CHECKPOINT 2>/dev/null || true; fi
+# Write the loaded gigabytes out now rather than during the measurement.
+quiet
 $B/loadgen run --json "$OUT/full-fixed.json" --rate-of-max "$OUT/max.json" --fraction 0.8 --seconds 30
 $B/loadgen max --json "$OUT/full-max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
 
