@@ -253,6 +253,23 @@ async fn scenario(target: &Target) -> anyhow::Result<Arc<Scenario>> {
 }
 
 /// One measured run of `profile`, with device tokens kept fresh underneath.
+/// One constant-rate step of a `max` search: measured, printed, and kept in `steps`.
+async fn search_step(
+    label: &str,
+    scenario: &Arc<Scenario>,
+    target: &Target,
+    rate: f64,
+    duration: Duration,
+    steps: &mut Vec<RunSummary>,
+) -> RunSummary {
+    let summary =
+        measure(&format!("{label} {rate:.0}/s"), scenario, target, Profile::Constant { rate, duration })
+            .await;
+    summary.print();
+    steps.push(summary.clone());
+    summary
+}
+
 async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile: Profile) -> RunSummary {
     let upkeep = {
         let scenario = scenario.clone();
@@ -323,17 +340,8 @@ async fn main() -> anyhow::Result<()> {
             let (mut best, mut failed): (Option<RunSummary>, Option<f64>) = (None, None);
             let mut rate = start;
             loop {
-                let summary = measure(
-                    &format!("max {rate:.0}/s"),
-                    &scenario,
-                    &target,
-                    Profile::Constant { rate, duration: step },
-                )
-                .await;
-                summary.print();
-                let ok = summary.meets_slo();
-                steps.push(summary.clone());
-                if ok {
+                let summary = search_step("max", &scenario, &target, rate, step, &mut steps).await;
+                if summary.meets_slo() {
                     best = Some(summary);
                 } else {
                     failed = Some(rate);
@@ -350,15 +358,7 @@ async fn main() -> anyhow::Result<()> {
                     let low = best.as_ref().map_or(start / 2.0, |b| b.target_rate);
                     let mid = (low + high) / 2.0;
                     settle(&target).await?;
-                    let summary = measure(
-                        &format!("max {mid:.0}/s"),
-                        &scenario,
-                        &target,
-                        Profile::Constant { rate: mid, duration: step },
-                    )
-                    .await;
-                    summary.print();
-                    steps.push(summary.clone());
+                    let summary = search_step("max", &scenario, &target, mid, step, &mut steps).await;
                     if summary.meets_slo() {
                         best = Some(summary);
                     } else {
@@ -376,15 +376,7 @@ async fn main() -> anyhow::Result<()> {
                     last_tried = rate;
                     while (met.len() as u32) < confirm {
                         settle(&target).await?;
-                        let again = measure(
-                            &format!("confirm {rate:.0}/s"),
-                            &scenario,
-                            &target,
-                            Profile::Constant { rate, duration: step },
-                        )
-                        .await;
-                        again.print();
-                        steps.push(again.clone());
+                        let again = search_step("confirm", &scenario, &target, rate, step, &mut steps).await;
                         if !again.meets_slo() {
                             break;
                         }
