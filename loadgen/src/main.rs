@@ -252,7 +252,6 @@ async fn scenario(target: &Target) -> anyhow::Result<Arc<Scenario>> {
     Ok(scenario)
 }
 
-/// One measured run of `profile`, with device tokens kept fresh underneath.
 /// One constant-rate step of a `max` search: measured, printed, and kept in `steps`.
 async fn search_step(
     label: &str,
@@ -270,6 +269,7 @@ async fn search_step(
     summary
 }
 
+/// One measured run of `profile`, with device tokens kept fresh underneath.
 async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile: Profile) -> RunSummary {
     let upkeep = {
         let scenario = scenario.clone();

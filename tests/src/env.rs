@@ -112,7 +112,6 @@ impl TestEnv {
         Merchant { merchant_id: spec.merchant_id, store_id: spec.store_id, devices: creds }
     }
 
-    /// Drops the database and this test's streams.
     /// Keeps a copy of every outbox row as it is committed (`outbox_record`,
     /// filled by a trigger in the committing transaction): the relay deletes
     /// rows once they are on the stream, and a test comparing the stream with
@@ -128,6 +127,7 @@ impl TestEnv {
         }
     }
 
+    /// Drops the database and this test's streams.
     pub async fn cleanup(self) {
         self.pg.close().await;
         if let Ok(nats) = async_nats::connect(&self.nats_url).await {
