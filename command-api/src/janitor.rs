@@ -43,10 +43,7 @@ pub async fn sweep(pg: &PgPool, idempotency_ttl: Duration) -> anyhow::Result<u64
             break;
         }
     }
-    let (backlog, oldest): (i64, Option<f64>) =
-        sqlx::query_as("SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox")
-            .fetch_one(pg)
-            .await?;
+    let (backlog, oldest) = crate::relay::backlog(pg).await?;
     metrics::gauge!("outbox_backlog").set(backlog as f64);
     metrics::gauge!("outbox_oldest_age_seconds").set(oldest.unwrap_or(0.0));
     // A terminal renews its 90-second token while it works: two missed renewals mean offline.

@@ -227,6 +227,14 @@ impl Relay {
     }
 }
 
+/// The rows still to publish and the age of the oldest, in seconds (the
+/// relay deletes each row once it is stored, so the whole outbox is backlog).
+pub async fn backlog(pg: &PgPool) -> sqlx::Result<(i64, Option<f64>)> {
+    sqlx::query_as("SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox")
+        .fetch_one(pg)
+        .await
+}
+
 /// `payments_total{payment_method,status}` and `payment_amount_total{currency}` from
 /// the payment events just stored: counted once each, when they are published.
 fn count_payments<'a>(rows: impl Iterator<Item = &'a OutboxRow>) {

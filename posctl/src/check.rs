@@ -155,7 +155,7 @@ pub async fn settle(
     let events = format!("{}_EVENTS", infra.stream_prefix);
     let deadline = Instant::now() + wait;
     loop {
-        let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pg).await?;
+        let (backlog, _) = command_api::relay::backlog(pg).await?;
         let lags = projectors::app::lag(pg, &js, &events).await?;
         let behind: i64 = lags.iter().map(|l| l.events).sum();
         if backlog == 0 && behind == 0 {

@@ -37,10 +37,7 @@ pub async fn collect(infra: &platform::InfraSettings) -> anyhow::Result<Report> 
     let js = async_nats::jetstream::new(nats);
     let events = format!("{}_EVENTS", infra.stream_prefix);
     let projections = projectors::app::lag(&pg, &js, &events).await?;
-    let (outbox_backlog, oldest): (i64, Option<f64>) =
-        sqlx::query_as("SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox")
-            .fetch_one(&pg)
-            .await?;
+    let (outbox_backlog, oldest) = command_api::relay::backlog(&pg).await?;
     let mut streams = Vec::new();
     for suffix in ["EVENTS", "WORK_RECEIPTS", "WORK_SETTLEMENTS", "WORK_REPORTS", "WORK_DEVICE_SYNC", "DLQ"] {
         let name = format!("{}_{suffix}", infra.stream_prefix);

@@ -131,7 +131,7 @@ async fn lines(
 ) -> anyhow::Result<Vec<SettlementLine>> {
     let captures: Vec<(String, NaiveDate, i64, i64, i64)> = sqlx::query_as(
         "SELECT method, captured_on, count(*), sum(amount)::bigint, sum(tip)::bigint FROM payments
-          WHERE store_id = $1 AND captured_on IS NOT NULL AND settled_on = $2 GROUP BY 1, 2",
+          WHERE store_id = $1 AND settled_on = $2 GROUP BY 1, 2",
     )
     .bind(store_id)
     .bind(date)
@@ -146,8 +146,7 @@ async fn lines(
     .fetch_all(&mut *conn)
     .await?;
     let voids: Vec<(String, NaiveDate, i64)> = sqlx::query_as(
-        "SELECT method, voided_on, count(*) FROM payments
-          WHERE store_id = $1 AND voided_on IS NOT NULL AND void_settled_on = $2 GROUP BY 1, 2",
+        "SELECT method, voided_on, count(*) FROM payments WHERE store_id = $1 AND void_settled_on = $2 GROUP BY 1, 2",
     )
     .bind(store_id)
     .bind(date)
