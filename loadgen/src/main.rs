@@ -10,6 +10,7 @@ mod pgbench;
 mod report;
 mod scenario;
 mod schedule;
+mod search;
 mod stats;
 
 use std::path::PathBuf;
@@ -252,23 +253,6 @@ async fn scenario(target: &Target) -> anyhow::Result<Arc<Scenario>> {
     Ok(scenario)
 }
 
-/// One constant-rate step of a `max` search: measured, printed, and kept in `steps`.
-async fn search_step(
-    label: &str,
-    scenario: &Arc<Scenario>,
-    target: &Target,
-    rate: f64,
-    duration: Duration,
-    steps: &mut Vec<RunSummary>,
-) -> RunSummary {
-    let summary =
-        measure(&format!("{label} {rate:.0}/s"), scenario, target, Profile::Constant { rate, duration })
-            .await;
-    summary.print();
-    steps.push(summary.clone());
-    summary
-}
-
 /// One measured run of `profile`, with device tokens kept fresh underneath.
 async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile: Profile) -> RunSummary {
     let upkeep = {
@@ -332,75 +316,20 @@ async fn main() -> anyhow::Result<()> {
             write_json(&target.json, &summary)?;
         }
         Cmd::Max { target, start, factor, refine, confirm, max_rate, step_seconds } => {
-            anyhow::ensure!(factor > 1.0, "--factor must be above 1");
+            let plan = search::Plan { start, factor, refine, confirm, max_rate };
             let scenario = scenario(&target).await?;
             warm_up(&scenario, &target, start).await;
             let step = Duration::from_secs(step_seconds);
-            let mut steps: Vec<RunSummary> = Vec::new();
-            let (mut best, mut failed): (Option<RunSummary>, Option<f64>) = (None, None);
-            let mut rate = start;
-            loop {
-                let summary = search_step("max", &scenario, &target, rate, step, &mut steps).await;
-                if summary.meets_slo() {
-                    best = Some(summary);
-                } else {
-                    failed = Some(rate);
-                    break;
-                }
-                if rate >= max_rate {
-                    break;
-                }
-                rate = (rate * factor).min(max_rate);
+            let search::Found { steps, best } = search::find(plan, async |phase, rate| {
+                // Each step starts from a settled system, not the backlog of the one before.
                 settle(&target).await?;
-            }
-            if let Some(mut high) = failed {
-                for _ in 0..refine {
-                    let low = best.as_ref().map_or(start / 2.0, |b| b.target_rate);
-                    let mid = (low + high) / 2.0;
-                    settle(&target).await?;
-                    let summary = search_step("max", &scenario, &target, mid, step, &mut steps).await;
-                    if summary.meets_slo() {
-                        best = Some(summary);
-                    } else {
-                        high = mid;
-                    }
-                }
-            }
-            // A 20 s step at the edge can meet the SLO by luck (batches happen to
-            // grow before queues do): the best rate must meet it `confirm` times.
-            if let Some(first) = best.take() {
-                let mut rate = first.target_rate;
-                let mut last_tried = rate;
-                let mut met = vec![first];
-                for _ in 0..3 {
-                    last_tried = rate;
-                    while (met.len() as u32) < confirm {
-                        settle(&target).await?;
-                        let again = search_step("confirm", &scenario, &target, rate, step, &mut steps).await;
-                        if !again.meets_slo() {
-                            break;
-                        }
-                        met.push(again);
-                    }
-                    if met.len() as u32 >= confirm {
-                        // The weakest of the steps that met it speaks for the rate.
-                        best = met.into_iter().min_by(|a, b| {
-                            a.accepted_commands_per_sec.total_cmp(&b.accepted_commands_per_sec)
-                        });
-                        break;
-                    }
-                    rate *= 0.93;
-                    met = Vec::new();
-                }
-                if best.is_none() {
-                    // Nothing near the edge held: the highest step below the last rate tried.
-                    best = steps
-                        .iter()
-                        .filter(|s| s.meets_slo() && s.target_rate < last_tried)
-                        .max_by(|a, b| a.target_rate.total_cmp(&b.target_rate))
-                        .cloned();
-                }
-            }
+                let profile = Profile::Constant { rate, duration: step };
+                let summary =
+                    measure(&format!("{} {rate:.0}/s", phase.label()), &scenario, &target, profile).await;
+                summary.print();
+                Ok(summary)
+            })
+            .await?;
             match &best {
                 Some(b) => println!(
                     "highest rate meeting the SLO: {:.0} ops/s ({:.0} accepted commands/s)",

@@ -254,6 +254,18 @@ pub struct RunSummary {
     pub cpu: Option<crate::cpu::CpuProfile>,
 }
 
+impl crate::search::Step for RunSummary {
+    fn rate(&self) -> f64 {
+        self.target_rate
+    }
+    fn met(&self) -> bool {
+        self.meets_slo()
+    }
+    fn accepted(&self) -> f64 {
+        self.accepted_commands_per_sec
+    }
+}
+
 impl RunSummary {
     /// The platform's SLO: p95 under 500 ms and under 0.5% errors.
     pub fn meets_slo(&self) -> bool {
