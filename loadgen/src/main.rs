@@ -316,7 +316,7 @@ async fn main() -> anyhow::Result<()> {
             write_json(&target.json, &summary)?;
         }
         Cmd::Max { target, start, factor, refine, confirm, max_rate, step_seconds } => {
-            let plan = search::Plan { start, factor, refine, confirm, max_rate };
+            let plan = search::Plan::new(start, factor, refine, confirm, max_rate)?;
             let scenario = scenario(&target).await?;
             warm_up(&scenario, &target, start).await;
             let step = Duration::from_secs(step_seconds);
