@@ -21,6 +21,7 @@ pub async fn source(infra: &platform::InfraSettings) -> anyhow::Result<Source> {
         stream: format!("{}_EVENTS", infra.stream_prefix),
         subject_prefix: infra.subject_prefix.clone(),
         batch: 5000,
+        stall_limit: projectors::rebuild::STALL_LIMIT,
     })
 }
 

@@ -16,8 +16,17 @@
 //!
 //! Neither reads work items, so neither ever re-sends a receipt or re-runs a
 //! settlement.
+//!
+//! Both read until the server says the stream holds nothing more of their
+//! filter up to their target sequence (the head, the live checkpoint). A
+//! pause in delivery is never taken for the end: a broker stalled by a slow
+//! disk once made a rebuild swap in a read model of 47,000 of a million
+//! events. A stream that stays quiet while it holds more fails the run after
+//! the source's `stall_limit` ([`STALL_LIMIT`] for operators), and a rebuild
+//! then swaps nothing in.
 
 use anyhow::{Context, anyhow};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -69,6 +78,9 @@ pub struct Source {
     pub stream: String,
     pub subject_prefix: String,
     pub batch: usize,
+    /// How long the stream may deliver nothing while it still holds messages
+    /// a run needs, before the run fails (a rebuild then swaps nothing in).
+    pub stall_limit: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,8 +91,34 @@ pub enum From {
 
 type Messages = jetstream::consumer::pull::Ordered;
 
+/// How long a read waits for the next message before it asks the server
+/// whether more is coming ([`Source::needs_more`]).
+const QUIET: Duration = Duration::from_millis(300);
+
+/// How long the server may take to say whether the stream holds more.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The operators' [`Source::stall_limit`]: longer than a broker's restart.
+pub const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// A subject-filtered read of the stream.
+struct Reader {
+    messages: Messages,
+    at: Position,
+}
+
+/// Where a read is.
+#[derive(Clone)]
+struct Position {
+    filter: String,
+    /// Stream sequence of the last message read; 0 before the first.
+    last_seen: u64,
+    /// Messages of the filter the consumer had to deliver when it was made.
+    pending_at_start: u64,
+}
+
 impl Source {
-    async fn read(&self, merchant: Option<Uuid>, from: DeliverPolicy) -> anyhow::Result<Messages> {
+    async fn read(&self, merchant: Option<Uuid>, from: DeliverPolicy) -> anyhow::Result<Reader> {
         let filter = match merchant {
             Some(m) => events::subjects::merchant_events(&self.subject_prefix, m),
             None => events::subjects::all_events(&self.subject_prefix),
@@ -88,12 +126,14 @@ impl Source {
         let stream = self.js.get_stream(&self.stream).await?;
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
-                filter_subject: filter,
+                filter_subject: filter.clone(),
                 deliver_policy: from,
                 ..Default::default()
             })
             .await?;
-        Ok(consumer.messages().await?)
+        let pending_at_start = consumer.cached_info().num_pending;
+        let at = Position { filter, last_seen: 0, pending_at_start };
+        Ok(Reader { messages: consumer.messages().await?, at })
     }
 
     async fn bounds(&self) -> anyhow::Result<(u64, u64)> {
@@ -102,62 +142,142 @@ impl Source {
         Ok((state.first_sequence, state.last_sequence))
     }
 
-    /// Up to `batch` events; `true` once nothing more is pending.
-    async fn next_batch(
-        &self,
-        messages: &mut Messages,
-        last_seen: &mut u64,
-    ) -> anyhow::Result<(Vec<Event>, bool)> {
+    /// Up to `batch` events: fewer once the consumer has nothing pending, and
+    /// none when nothing arrives for [`QUIET`]. A short or empty batch says
+    /// nothing about the end of the stream: a stalled broker or a busy
+    /// machine looks the same. [`Source::needs_more`] decides that.
+    async fn next_batch(&self, reader: &mut Reader) -> anyhow::Result<Vec<Event>> {
         let mut out = Vec::with_capacity(self.batch);
         loop {
-            let next = tokio::time::timeout(Duration::from_millis(300), messages.next()).await;
-            let msg = match next {
-                Err(_) | Ok(None) => return Ok((out, true)),
+            let msg = match tokio::time::timeout(QUIET, reader.messages.next()).await {
+                Err(_) => return Ok(out),
+                Ok(None) => anyhow::bail!("the stream reader ended"),
                 Ok(Some(msg)) => msg.map_err(|e| anyhow!("reading the stream: {e}"))?,
             };
             let info = msg.info().map_err(|e| anyhow!("message info: {e}"))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
-            *last_seen = seq;
+            reader.at.last_seen = seq;
             out.push(event::decode(seq, msg.headers.as_ref(), &msg.payload)?);
             if pending == 0 || out.len() >= self.batch {
-                return Ok((out, pending == 0));
+                return Ok(out);
             }
         }
+    }
+
+    /// Whether the stream holds a message of `filter` after `after` and at or
+    /// below `upto`: asked of the server, so that the end of a read is a fact
+    /// about the stream, not a pause in delivery.
+    async fn holds(&self, filter: &str, after: u64, upto: u64) -> anyhow::Result<bool> {
+        if after >= upto {
+            return Ok(false);
+        }
+        let stream = self.js.get_stream_no_info(&self.stream).await?;
+        match stream.raw_message_builder().sequence(after + 1).next_by_subject(filter.to_owned()).send().await
+        {
+            Ok(msg) => Ok(msg.sequence <= upto),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(anyhow!("asking the stream what follows sequence {after}: {e}")),
+        }
+    }
+
+    /// Whether a read at `at` still has messages to take at or below `upto`.
+    /// Before its first message, the consumer's own count at creation answers
+    /// (a read from a time has no sequence to ask from); a first message
+    /// beyond `upto` then ends it.
+    async fn needs_more(&self, at: &Position, upto: u64) -> anyhow::Result<bool> {
+        if at.last_seen == 0 {
+            return Ok(at.pending_at_start > 0);
+        }
+        self.holds(&at.filter, at.last_seen, upto).await
+    }
+}
+
+/// Notices a read that has gone quiet while the stream still holds what it
+/// needs (or cannot say): warns after a while, fails once nothing has moved
+/// for the source's `stall_limit`.
+struct Stall {
+    moved: Instant,
+    warned: bool,
+    /// Why the server could not be asked, last time it could not.
+    unanswered: Option<String>,
+}
+
+impl Stall {
+    fn new() -> Self {
+        Self { moved: Instant::now(), warned: false, unanswered: None }
+    }
+
+    /// Whether the read at `at` needs more up to `upto`. A question the
+    /// server does not answer in time (it may be the very stall being waited
+    /// out) counts as a quiet moment and as "yes".
+    async fn needs_more(&mut self, source: &Source, at: &Position, upto: u64) -> anyhow::Result<bool> {
+        let asked = tokio::time::timeout(ASK_TIMEOUT, source.needs_more(at, upto)).await;
+        match asked.unwrap_or_else(|_| Err(anyhow!("no answer within {}s", ASK_TIMEOUT.as_secs()))) {
+            Ok(more) => Ok(more),
+            Err(e) => {
+                self.unanswered = Some(format!("{e:#}"));
+                self.quiet(source, at.last_seen)?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn moved(&mut self) {
+        *self = Self::new();
+    }
+
+    fn quiet(&mut self, source: &Source, last_seen: u64) -> anyhow::Result<()> {
+        let quiet = self.moved.elapsed();
+        let why = self.unanswered.as_deref().unwrap_or("nothing delivered");
+        if quiet >= Duration::from_secs(5) && !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                last_seen,
+                quiet_secs = quiet.as_secs(),
+                why,
+                "the stream is quiet but holds more; waiting"
+            );
+        }
+        anyhow::ensure!(
+            quiet < source.stall_limit,
+            "the stream stalled for {}s after sequence {last_seen} ({why})",
+            quiet.as_secs()
+        );
+        Ok(())
     }
 }
 
 /// Reads and decodes the stream in its own task, a couple of batches ahead,
 /// so decoding overlaps the database writes of the batch before.
 struct ReadAhead {
-    rx: tokio::sync::mpsc::Receiver<anyhow::Result<(Vec<Event>, bool, u64)>>,
+    rx: tokio::sync::mpsc::Receiver<anyhow::Result<(Vec<Event>, u64)>>,
     task: tokio::task::JoinHandle<()>,
+    /// Where the batches handed out so far end.
+    at: Position,
 }
 
 impl ReadAhead {
-    fn start(source: &Source, mut messages: Messages) -> Self {
+    fn start(source: &Source, mut reader: Reader) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let at = reader.at.clone();
         let source = source.clone();
         let task = tokio::spawn(async move {
-            let mut last_seen = 0;
             loop {
-                let next = source.next_batch(&mut messages, &mut last_seen).await;
+                let next = source.next_batch(&mut reader).await;
                 let failed = next.is_err();
-                if tx.send(next.map(|(batch, caught_up)| (batch, caught_up, last_seen))).await.is_err()
-                    || failed
-                {
+                if tx.send(next.map(|batch| (batch, reader.at.last_seen))).await.is_err() || failed {
                     return;
                 }
             }
         });
-        Self { rx, task }
+        Self { rx, task, at }
     }
 
-    /// The next batch, whether the stream was caught up, and the last sequence read.
-    async fn next(&mut self, last_seen: &mut u64) -> anyhow::Result<(Vec<Event>, bool)> {
-        let (batch, caught_up, seen) =
-            self.rx.recv().await.ok_or_else(|| anyhow!("the stream reader stopped"))??;
-        *last_seen = seen;
-        Ok((batch, caught_up))
+    /// The next batch (empty when the stream was quiet for a moment).
+    async fn next(&mut self) -> anyhow::Result<Vec<Event>> {
+        let (batch, seen) = self.rx.recv().await.ok_or_else(|| anyhow!("the stream reader stopped"))??;
+        self.at.last_seen = seen;
+        Ok(batch)
     }
 }
 
@@ -167,12 +287,49 @@ impl Drop for ReadAhead {
     }
 }
 
+/// The shadow being filled, and how far.
+struct Fill<'a, P> {
+    source: &'a Source,
+    projection: Projection,
+    shadow: &'a str,
+    shadow_cp: &'a str,
+    strict: Option<i64>,
+    ahead: ReadAhead,
+    state: Progress,
+    started: Instant,
+    progress: P,
+}
+
+impl<P: FnMut(&Progress)> Fill<'_, P> {
+    /// Applies what the stream holds of the read's filter up to sequence
+    /// `upto`. It ends when the server says nothing of it is left at or
+    /// below `upto`, never because delivery paused: a rebuild that took a
+    /// quiet moment for the end would swap in a partial read model.
+    async fn to(&mut self, upto: u64) -> anyhow::Result<()> {
+        let mut stall = Stall::new();
+        while stall.needs_more(self.source, &self.ahead.at, upto).await? {
+            let batch = self.ahead.next().await?;
+            if batch.is_empty() {
+                stall.quiet(self.source, self.ahead.at.last_seen)?;
+                continue;
+            }
+            stall.moved();
+            let (pg, p, shadow, cp) = (&self.source.pg, self.projection, self.shadow, self.shadow_cp);
+            apply_shadow(pg, p, shadow, cp, &batch, self.strict, &mut self.state).await?;
+            self.state.position = self.ahead.at.last_seen.max(self.state.position);
+            self.state.elapsed = self.started.elapsed();
+            (self.progress)(&self.state);
+        }
+        Ok(())
+    }
+}
+
 /// Rebuilds `projection` (or one merchant of it) into a shadow schema and swaps it in.
 pub async fn rebuild(
     source: &Source,
     projection: Projection,
     merchant: Option<Uuid>,
-    mut progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress),
 ) -> anyhow::Result<Progress> {
     let pg = &source.pg;
     let live = projection.schema();
@@ -180,32 +337,27 @@ pub async fn rebuild(
     let shadow_cp = format!("{}@rebuild", projection.name());
     let tables = prepare_shadow(pg, projection, &shadow, &shadow_cp).await?;
     let (first, target) = source.bounds().await?;
-    let strict = merchant.is_none().then_some(first as i64);
-    let mut ahead = ReadAhead::start(source, source.read(merchant, DeliverPolicy::All).await?);
-    let started = Instant::now();
-    let mut state = Progress { applied: 0, position: 0, target, elapsed: Duration::ZERO };
-    let mut last_seen = 0;
-    // Fill the shadow up to the stream's head, as it moves.
-    loop {
-        let (batch, caught_up) = ahead.next(&mut last_seen).await?;
-        apply_shadow(pg, projection, &shadow, &shadow_cp, &batch, strict, &mut state).await?;
-        state.position = last_seen.max(state.position);
-        state.elapsed = started.elapsed();
-        progress(&state);
-        if caught_up {
-            break;
-        }
-    }
+    let mut fill = Fill {
+        source,
+        projection,
+        shadow: &shadow,
+        shadow_cp: &shadow_cp,
+        strict: merchant.is_none().then_some(first as i64),
+        ahead: ReadAhead::start(source, source.read(merchant, DeliverPolicy::All).await?),
+        state: Progress { applied: 0, position: 0, target, elapsed: Duration::ZERO },
+        started: Instant::now(),
+        progress,
+    };
+    // Fill the shadow up to the stream's head as the rebuild began, then up
+    // to where the head has moved meanwhile, so that the catch-up under the
+    // live checkpoint's lock is short.
+    const UNCHANGED: &str = "rebuild stopped; the live read model is unchanged";
+    fill.to(target).await.context(UNCHANGED)?;
+    fill.to(source.bounds().await?.1).await.context(UNCHANGED)?;
     // Swap: hold the live checkpoint, catch the shadow up to it, replace.
     let mut tx = pg.begin().await?;
     let live_checkpoint = checkpoint::lock(&mut tx, projection.name()).await?;
-    while (last_seen as i64) < live_checkpoint {
-        let (batch, caught_up) = ahead.next(&mut last_seen).await?;
-        apply_shadow(pg, projection, &shadow, &shadow_cp, &batch, strict, &mut state).await?;
-        if caught_up && batch.is_empty() {
-            break;
-        }
-    }
+    fill.to(u64::try_from(live_checkpoint).unwrap_or(0)).await.context(UNCHANGED)?;
     match merchant {
         None => {
             let shadow_at: i64 =
@@ -241,9 +393,10 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     tx.commit().await.context("swapping the rebuilt read model in")?;
-    state.elapsed = started.elapsed();
+    let mut state = fill.state;
+    state.elapsed = fill.started.elapsed();
     state.position = state.position.max(target);
-    progress(&state);
+    (fill.progress)(&state);
     Ok(state)
 }
 
@@ -358,15 +511,22 @@ pub async fn replay(
                 .map_err(|e| anyhow!("--from-time: {e}"))?,
         },
     };
-    let mut messages = source.read(None, policy).await?;
+    let mut reader = source.read(None, policy).await?;
     let started = Instant::now();
     let mut conn = source.pg.acquire().await?;
     let target = checkpoint::lock(&mut conn, projection.name()).await? as u64;
     drop(conn);
     let mut state = Progress { applied: 0, position: 0, target, elapsed: Duration::ZERO };
-    let mut last_seen = 0;
-    while state.position < target {
-        let (batch, caught_up) = source.next_batch(&mut messages, &mut last_seen).await?;
+    let mut stall = Stall::new();
+    // Like a rebuild's fill, it ends when the stream holds nothing more up to
+    // the checkpoint, not when delivery pauses.
+    while stall.needs_more(source, &reader.at, target).await? {
+        let batch = source.next_batch(&mut reader).await?;
+        if batch.is_empty() {
+            stall.quiet(source, reader.at.last_seen)?;
+            continue;
+        }
+        stall.moved();
         let mut tx = source.pg.begin().await?;
         let live = checkpoint::lock(&mut tx, projection.name()).await? as u64;
         sqlx::query(&format!("SET LOCAL search_path TO {}, public", projection.schema()))
@@ -380,12 +540,9 @@ pub async fn replay(
             state.applied += 1;
         }
         tx.commit().await?;
-        state.position = last_seen;
+        state.position = reader.at.last_seen;
         state.elapsed = started.elapsed();
         progress(&state);
-        if caught_up || last_seen >= live {
-            break;
-        }
     }
     Ok(state)
 }

@@ -54,6 +54,23 @@ impl NatsServer {
         .await;
     }
 
+    /// Freezes the server (SIGSTOP) for `d`, then lets it go on (SIGCONT):
+    /// connections stay open, nothing is delivered or answered meanwhile,
+    /// as when a slow disk stalls a broker. Returns at once; callable from
+    /// synchronous code such as a progress callback.
+    pub fn freeze_for(&self, d: Duration) {
+        let Some(pid) = self.child.as_ref().and_then(|c| c.id()) else { return };
+        let signal = move |sig: &str| {
+            let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+        };
+        signal("-STOP");
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            signal("-CONT");
+        });
+    }
+
     /// Kills the server (SIGKILL): an outage, not a shutdown.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

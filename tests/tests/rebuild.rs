@@ -5,8 +5,10 @@
 use projectors::Projection;
 use projectors::rebuild::{self, Source};
 use serde_json::json;
+use smartpos_tests::nats_server::NatsServer;
 use smartpos_tests::read_side::{caught_up, portal_token};
 use smartpos_tests::{Merchant, ReadSide, TestApp, TestEnv};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -130,6 +132,7 @@ async fn source(env: &TestEnv) -> Source {
         stream: env.events_stream(),
         subject_prefix: env.subject_prefix.clone(),
         batch: 500,
+        stall_limit: rebuild::STALL_LIMIT,
     }
 }
 
@@ -357,6 +360,99 @@ async fn posctl_check_confirms_agreement_and_names_every_difference() {
     let out = env.posctl(&["check", "--wait", "1"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && stdout.contains("NOT SETTLED"), "{stdout}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A progress callback that freezes the broker for `d` at its first call (the
+/// first batch applied), and notes that it did.
+fn freeze_once<'a>(
+    nats: &'a NatsServer,
+    d: std::time::Duration,
+    froze: &'a Cell<bool>,
+) -> impl FnMut(&rebuild::Progress) + 'a {
+    move |_| {
+        if !froze.replace(true) {
+            nats.freeze_for(d);
+        }
+    }
+}
+
+/// A broker that stops delivering for a while in the middle of a rebuild and
+/// of a replay (frozen with SIGSTOP, as a slow disk once stalled one): both
+/// wait it out and take the whole stream. Taking the pause for the end once
+/// swapped in a bills read model built from 47,000 of a million events.
+#[tokio::test]
+async fn a_rebuild_and_a_replay_wait_out_a_stalled_broker_and_miss_nothing() {
+    let env = TestEnv::without_streams().await;
+    let nats = NatsServer::start().await;
+    env.apply_streams(&nats.url).await;
+    let app = TestApp::spawn_with(&env, &nats.url, true).await;
+    let read = ReadSide::spawn_with(&env, &nats.url, true).await;
+    let m = env.merchant(4).await;
+    let mut tokens = Vec::new();
+    for d in 0..m.devices.len() {
+        tokens.push(app.token(&m, d).await);
+    }
+    futures_util::future::join_all(tokens.iter().map(|t| trade(&app, t, 90))).await;
+    caught_up(&env, &nats.url).await;
+    let events = smartpos_tests::stream::count(&nats.url, &env.events_stream()).await;
+    // Well beyond what the reader buffers (two batches ahead and the consumer's own pull).
+    assert!(events >= 1500, "only {events} events");
+    let original = snapshot(&env, None).await;
+    let source = Source {
+        pg: env.pg.clone(),
+        js: async_nats::jetstream::new(async_nats::connect(&nats.url).await.expect("nats")),
+        stream: env.events_stream(),
+        subject_prefix: env.subject_prefix.clone(),
+        batch: 100,
+        stall_limit: std::time::Duration::from_secs(30),
+    };
+    let stall = std::time::Duration::from_secs(3);
+
+    let froze = Cell::new(false);
+    let done = rebuild::rebuild(&source, Projection::Bills, None, freeze_once(&nats, stall, &froze))
+        .await
+        .expect("rebuild");
+    assert!(froze.get(), "the broker was never frozen");
+    assert_eq!(done.applied, events, "the rebuild applied part of the stream");
+    caught_up(&env, &nats.url).await;
+    assert_same(&snapshot(&env, None).await, &original, "the rebuild after a stall");
+
+    // The last orders' bills lost: only the end of the stream restores them.
+    let lost: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "DELETE FROM rm_bills.bills WHERE order_id IN
+           (SELECT order_id FROM rm_bills.bills ORDER BY created_at DESC LIMIT 5) RETURNING order_id",
+    )
+    .fetch_all(&env.pg)
+    .await
+    .expect("delete");
+    assert_eq!(lost.len(), 5);
+    let froze = Cell::new(false);
+    let from = rebuild::From::Seq(1);
+    let replayed = rebuild::replay(&source, Projection::Bills, from, freeze_once(&nats, stall, &froze))
+        .await
+        .expect("replay");
+    assert!(froze.get(), "the broker was never frozen");
+    assert_eq!(replayed.applied, events, "the replay applied part of the stream");
+    assert_same(&snapshot(&env, None).await, &original, "the replay after a stall");
+
+    // A stall longer than the limit fails the rebuild, and the live read model stays as it was.
+    let impatient = Source { stall_limit: std::time::Duration::from_secs(1), ..source.clone() };
+    let long = std::time::Duration::from_secs(8);
+    let failed =
+        rebuild::rebuild(&impatient, Projection::Bills, None, freeze_once(&nats, long, &Cell::new(false)))
+            .await
+            .expect_err("a rebuild through a stall beyond its limit fails");
+    let why = format!("{failed:#}");
+    assert!(why.contains("live read model is unchanged") && why.contains("stalled"), "{why}");
+    smartpos_tests::eventually(std::time::Duration::from_secs(30), "the broker to thaw", || async {
+        async_nats::connect(&nats.url).await.ok().map(|_| ())
+    })
+    .await;
+    caught_up(&env, &nats.url).await;
+    assert_same(&snapshot(&env, None).await, &original, "a failed rebuild changed the live read model");
+    read.stop().await;
     app.stop().await;
     env.cleanup().await;
 }
