@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::checkpoint;
 use crate::event::{self, Event};
 use crate::projections::Projection;
-use crate::runner::{BatchError, apply_batch_mode};
+use crate::runner::{BatchError, Mode, apply_batch_mode};
 
 /// Where a long run is, for progress output.
 #[derive(Debug, Clone, Copy)]
@@ -412,7 +412,7 @@ async fn apply_shadow(
     if batch.is_empty() {
         return Ok(());
     }
-    match apply_batch_mode(pg, projection, shadow, shadow_cp, batch, strict, true).await {
+    match apply_batch_mode(pg, projection, shadow, shadow_cp, batch, strict, Mode::Shadow).await {
         Ok(applied) => {
             state.applied += applied.applied;
             Ok(())

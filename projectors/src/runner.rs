@@ -232,7 +232,7 @@ impl Runner {
                 name,
                 &decoded,
                 Some(first_available),
-                true,
+                Mode::Bulk,
             )
             .await
             {
@@ -332,13 +332,28 @@ pub async fn apply_batch_with(
     events: &[Event],
     first_available: Option<i64>,
 ) -> Result<Applied, BatchError> {
-    apply_batch_mode(pg, projection, schema, name, events, first_available, false).await
+    apply_batch_mode(pg, projection, schema, name, events, first_available, Mode::OneByOne).await
 }
 
-/// As [`apply_batch_with`]; `bulk` applies the batch's events together
-/// ([`Projection::apply_many`], a few multi-row statements) rather than one
-/// by one: what the live runner and rebuilds use. A hole in an aggregate's
-/// versions fails the whole batch either way, naming the same event.
+/// How [`apply_batch_mode`] applies a batch, and commits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Event by event, by the reference rules.
+    OneByOne,
+    /// The batch's events together ([`Projection::apply_many`], a few
+    /// multi-row statements): the live runner.
+    Bulk,
+    /// As `Bulk`, into a rebuild's shadow, and committed without waiting for
+    /// the WAL to reach the disk: the swap's own (waiting) commit flushes
+    /// everything written before it, and a crash before the swap loses only
+    /// a shadow that a new rebuild starts again from empty. It spares each
+    /// batch a wait on the disk; the gain measured was within this machine's
+    /// noise (`bench/NOTES.md`, step 33).
+    Shadow,
+}
+
+/// As [`apply_batch_with`], in `mode`. A hole in an aggregate's versions
+/// fails the whole batch in every mode, naming the same event.
 pub async fn apply_batch_mode(
     pg: &PgPool,
     projection: Projection,
@@ -346,10 +361,12 @@ pub async fn apply_batch_mode(
     name: &str,
     events: &[Event],
     first_available: Option<i64>,
-    bulk: bool,
+    mode: Mode,
 ) -> Result<Applied, BatchError> {
-    // The search path rides with BEGIN (one simple query, no round trip of its own).
-    let mut tx = pg.begin_with(format!("BEGIN; SET LOCAL search_path TO {schema}, public")).await?;
+    // Session settings ride with BEGIN (one simple query, no round trip of its own).
+    let unflushed = if mode == Mode::Shadow { "; SET LOCAL synchronous_commit = off" } else { "" };
+    let mut tx =
+        pg.begin_with(format!("BEGIN; SET LOCAL search_path TO {schema}, public{unflushed}")).await?;
     let mut checkpoint = checkpoint::lock(&mut tx, name).await?;
     let mut outcome = Applied { checkpoint, ..Applied::default() };
     let mut last_time = None;
@@ -374,7 +391,7 @@ pub async fn apply_batch_mode(
         outcome.applied += 1;
         outcome.last_index = Some(i);
     }
-    let result = if bulk {
+    let result = if mode != Mode::OneByOne {
         projection.apply_many(&mut tx, &run).await
     } else {
         let mut result = Ok(());

@@ -4,6 +4,7 @@
 
 use projectors::Projection;
 use projectors::rebuild::{self, Source};
+use projectors::runner::Mode;
 use serde_json::json;
 use smartpos_tests::nats_server::NatsServer;
 use smartpos_tests::read_side::{caught_up, portal_token};
@@ -458,11 +459,11 @@ async fn a_rebuild_and_a_replay_wait_out_a_stalled_broker_and_miss_nothing() {
 }
 
 /// Applies `events` to every projection's live schema, `batch` at a time.
-async fn apply_stream(env: &TestEnv, events: &[projectors::event::Event], batch: usize, bulk: bool) {
+async fn apply_stream(env: &TestEnv, events: &[projectors::event::Event], batch: usize, mode: Mode) {
     for p in Projection::ALL {
         for chunk in events.chunks(batch) {
             let applied =
-                projectors::runner::apply_batch_mode(&env.pg, p, p.schema(), p.name(), chunk, Some(1), bulk)
+                projectors::runner::apply_batch_mode(&env.pg, p, p.schema(), p.name(), chunk, Some(1), mode)
                     .await
                     .expect("the batch applies");
             assert_eq!(applied.last_index, Some(chunk.len() - 1), "{} left part of a batch", p.name());
@@ -490,15 +491,16 @@ async fn batches_give_the_same_rows_as_the_event_by_event_rules() {
         }
     };
     // The reference: every event on its own, by the one-event rules.
-    apply_stream(&env, &events, 1, false).await;
+    apply_stream(&env, &events, 1, Mode::OneByOne).await;
     let reference = snapshot(&env, None).await;
     assert!(reference.iter().any(|r| r.starts_with("rm_sales.refunds ")), "the trade has refunds");
     assert!(reference.iter().any(|r| r.starts_with("rm_devices.device_status ")), "and devices");
-    // Batches of odd sizes (an order's events split across batches) and one batch of all.
-    for size in [7, events.len()] {
+    // Batches of odd sizes (an order's events split across batches) and one
+    // batch of all; and as a rebuild's shadow applies them.
+    for (size, mode) in [(7, Mode::Bulk), (events.len(), Mode::Bulk), (500, Mode::Shadow)] {
         reset().await;
-        apply_stream(&env, &events, size, true).await;
-        assert_same(&snapshot(&env, None).await, &reference, &format!("batches of {size}"));
+        apply_stream(&env, &events, size, mode).await;
+        assert_same(&snapshot(&env, None).await, &reference, &format!("{mode:?} batches of {size}"));
     }
     app.stop().await;
     env.cleanup().await;
