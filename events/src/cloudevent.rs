@@ -11,6 +11,8 @@
 //! aggregate's version after this event: consumers check per-order order
 //! with it) and `correlationid`. W3C `traceparent` travels beside them.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
@@ -109,13 +111,15 @@ impl Envelope {
     pub fn from_headers<'a>(
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, EnvelopeError> {
-        let map: std::collections::HashMap<&str, String> =
-            headers.into_iter().map(|(k, v)| (k, decode(v))).collect();
-        let get = |name: &'static str| map.get(name).ok_or(EnvelopeError::Missing(name));
+        // A dozen headers: a linear scan of a small vector beats hashing them,
+        // and a value without `%` is used as it is (rebuilds decode millions).
+        let map: Vec<(&str, Cow<'a, str>)> = headers.into_iter().map(|(k, v)| (k, decode(v))).collect();
+        let find = |name: &str| map.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.as_ref());
+        let get = |name: &'static str| find(name).ok_or(EnvelopeError::Missing(name));
         let uuid = |name: &'static str| {
             get(name).and_then(|v| Uuid::parse_str(v).map_err(|_| EnvelopeError::Invalid(name)))
         };
-        let opt_uuid = |name: &'static str| match map.get(name) {
+        let opt_uuid = |name: &'static str| match find(name) {
             None => Ok(None),
             Some(v) => Uuid::parse_str(v).map(Some).map_err(|_| EnvelopeError::Invalid(name)),
         };
@@ -123,7 +127,7 @@ impl Envelope {
             return Err(EnvelopeError::Invalid("ce-specversion"));
         }
         let ty = get("ce-type")?;
-        let kind = EventKind::from_ce_type(ty).ok_or_else(|| EnvelopeError::UnknownType(ty.clone()))?;
+        let kind = EventKind::from_ce_type(ty).ok_or_else(|| EnvelopeError::UnknownType(ty.to_owned()))?;
         Ok(Self {
             id: uuid("ce-id")?,
             kind,
@@ -135,8 +139,8 @@ impl Envelope {
             time: DateTime::parse_from_rfc3339(get("ce-time")?)
                 .map_err(|_| EnvelopeError::Invalid("ce-time"))?
                 .with_timezone(&Utc),
-            correlation_id: map.get("ce-correlationid").cloned(),
-            traceparent: map.get(TRACEPARENT).cloned(),
+            correlation_id: find("ce-correlationid").map(str::to_owned),
+            traceparent: find(TRACEPARENT).map(str::to_owned),
         })
     }
 }
@@ -145,8 +149,8 @@ fn encode(value: &str) -> String {
     utf8_percent_encode(value, ENCODE).to_string()
 }
 
-fn decode(value: &str) -> String {
-    percent_decode_str(value).decode_utf8_lossy().into_owned()
+fn decode(value: &str) -> Cow<'_, str> {
+    if value.contains('%') { percent_decode_str(value).decode_utf8_lossy() } else { Cow::Borrowed(value) }
 }
 
 #[cfg(test)]

@@ -289,8 +289,25 @@ impl EventKind {
         self.parts().1
     }
 
+    /// The kind whose [`EventKind::ce_type`] is exactly `ty`. Compared part
+    /// by part, without formatting a type per kind: every decoded event asks.
     pub fn from_ce_type(ty: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.ce_type() == ty)
+        Self::ALL.into_iter().find(|k| k.is_type(ty))
+    }
+
+    fn is_type(self, ty: &str) -> bool {
+        let (entity, what, version) = self.parts();
+        let rest = ty
+            .strip_prefix(TYPE_PREFIX)
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.strip_prefix(entity))
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.strip_prefix(what))
+            .and_then(|r| r.strip_prefix(".v"));
+        // The digits as `ce_type` writes them: no sign, no leading zero.
+        rest.is_some_and(|v| {
+            v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0') && v.parse() == Ok(version)
+        })
     }
 }
 
@@ -347,7 +364,12 @@ impl DomainEvent {
     /// Decodes a payload by its CloudEvents type; unknown types are an error to park on.
     pub fn from_data(ty: &str, data: &[u8]) -> Result<Self, DecodeError> {
         let kind = EventKind::from_ce_type(ty).ok_or_else(|| DecodeError::UnknownType(ty.into()))?;
-        let bad = |source| DecodeError::BadPayload { ty: ty.into(), source };
+        Self::from_kind_data(kind, data)
+    }
+
+    /// Decodes a payload of a kind already known (from the envelope's type).
+    pub fn from_kind_data(kind: EventKind, data: &[u8]) -> Result<Self, DecodeError> {
+        let bad = |source| DecodeError::BadPayload { ty: kind.ce_type(), source };
         Ok(match kind {
             EventKind::OrderCreated => Self::OrderCreated(serde_json::from_slice(data).map_err(bad)?),
             EventKind::OrderCanceled => Self::OrderCanceled(serde_json::from_slice(data).map_err(bad)?),
@@ -405,6 +427,29 @@ mod tests {
             assert!(ty.starts_with("com.smartpos.") && ty.ends_with(".v1"), "{ty}");
             assert!(seen.insert(ty.clone()), "duplicate type {ty}");
             assert_eq!(EventKind::from_ce_type(&ty), Some(kind));
+        }
+    }
+
+    #[test]
+    fn a_type_is_recognised_only_as_written() {
+        assert_eq!(
+            EventKind::from_ce_type("com.smartpos.payment.captured.v1"),
+            Some(EventKind::PaymentCaptured)
+        );
+        for near in [
+            "com.smartpos.payment.captured.v2",
+            "com.smartpos.payment.captured.v01",
+            "com.smartpos.payment.captured.v+1",
+            "com.smartpos.payment.captured.v1 ",
+            "com.smartpos.payment.captured.",
+            "com.smartpos.payment.captured",
+            "com.smartpos.payment.capturedv1",
+            "com.smartpos..payment.captured.v1",
+            "org.smartpos.payment.captured.v1",
+            "com.smartpos.order.captured.v1",
+            "",
+        ] {
+            assert_eq!(EventKind::from_ce_type(near), None, "{near:?}");
         }
     }
 

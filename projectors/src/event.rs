@@ -43,14 +43,12 @@ pub fn decode(
     headers: Option<&async_nats::HeaderMap>,
     payload: &[u8],
 ) -> Result<Event, Undecodable> {
-    let pairs: Vec<(String, String)> = headers
-        .map(|h| {
-            h.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string()))).collect()
-        })
-        .unwrap_or_default();
-    let envelope = Envelope::from_headers(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|source| Undecodable::Envelope { seq, source })?;
-    let event = DomainEvent::from_data(&envelope.kind.ce_type(), payload)
+    // Borrowed straight from the message: no copy of a header per event.
+    let pairs = headers
+        .into_iter()
+        .flat_map(|h| h.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_ref(), v.as_str()))));
+    let envelope = Envelope::from_headers(pairs).map_err(|source| Undecodable::Envelope { seq, source })?;
+    let event = DomainEvent::from_kind_data(envelope.kind, payload)
         .map_err(|source| Undecodable::Payload { seq, source })?;
     Ok(Event { seq, envelope, event })
 }
