@@ -10,6 +10,7 @@ pub mod calendar;
 pub mod cloudevent;
 pub mod domain;
 pub mod money;
+pub mod notices;
 pub mod subjects;
 pub mod work;
 

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use crate::checkpoint;
 use crate::config::Config;
 use crate::projections::Projection;
-use crate::runner::Runner;
+use crate::runner::{BillsNotices, Runner};
 use platform::Shutdown;
 use platform::health::{self, Dependencies};
 
@@ -37,6 +37,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             fetch_wait: config.fetch_wait,
             linger: config.linger,
             first_available: Default::default(),
+            notices: (projection == Projection::Bills).then(|| BillsNotices {
+                nats: nats.clone(),
+                subject: events::notices::bills_applied_subject(&infra.subject_prefix),
+            }),
         };
         let stop = shutdown.clone();
         tasks.spawn(async move {

@@ -45,6 +45,34 @@ pub struct Runner {
     /// The stream's first stored sequence as last seen (asked again only
     /// when a batch does not start at the checkpoint's successor).
     pub first_available: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Where to announce each committed batch's orders (the bills runner
+    /// only), for readers waiting on read-your-writes.
+    pub notices: Option<BillsNotices>,
+}
+
+/// Core NATS, and the subject the bills projection's batches are announced on
+/// ([`events::notices`]).
+#[derive(Clone)]
+pub struct BillsNotices {
+    pub nats: async_nats::Client,
+    pub subject: String,
+}
+
+impl BillsNotices {
+    /// Announces the orders `applied` brought to a version: best effort, a
+    /// lost notice only slows a waiting reader down to its fallback poll.
+    async fn announce<'a>(&self, applied: impl Iterator<Item = &'a Event>) {
+        let orders = applied
+            .filter(|e| matches!(e.envelope.kind.entity(), "order" | "payment"))
+            .map(|e| (e.envelope.subject, e.envelope.sequence))
+            .collect();
+        for payload in (events::notices::BillsApplied { orders }).encode() {
+            if let Err(e) = self.nats.publish(self.subject.clone(), payload.into()).await {
+                metrics::counter!("projection_notices_failed_total").increment(1);
+                tracing::debug!(error = %e, "announcing a bills batch failed");
+            }
+        }
+    }
 }
 
 /// Why a runner stopped before shutdown.
@@ -259,7 +287,7 @@ impl Runner {
             }
         };
         // One short span per applied event, continuing the command's trace.
-        for e in decoded.iter().filter(|e| e.seq as i64 > applied.checkpoint - applied.applied as i64) {
+        for e in applied.events(&decoded) {
             let span = tracing::debug_span!(
                 "projection.apply",
                 projection = name,
@@ -273,6 +301,9 @@ impl Runner {
         }
         if let Some(last) = applied.last_index.and_then(|i| messages.get(i)) {
             last.ack().await.map_err(|e| Lead::Retry(anyhow::anyhow!("ack: {e}")))?;
+        }
+        if let Some(notices) = &self.notices {
+            notices.announce(applied.events(&decoded)).await;
         }
         metrics::counter!("projection_events_applied_total", "projection" => name).increment(applied.applied);
         metrics::histogram!("projection_batch_seconds", "projection" => name)
@@ -296,6 +327,14 @@ pub struct Applied {
     pub checkpoint: i64,
     /// Index of the last message covered by the checkpoint (to acknowledge).
     pub last_index: Option<usize>,
+}
+
+impl Applied {
+    /// The events of `batch` this commit applied: those above the old checkpoint, up to the new one.
+    pub fn events<'a>(&self, batch: &'a [Event]) -> impl Iterator<Item = &'a Event> + use<'a> {
+        let (from, to) = (self.checkpoint - self.applied as i64, self.checkpoint);
+        batch.iter().filter(move |e| (from + 1..=to).contains(&(e.seq as i64)))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

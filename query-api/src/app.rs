@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::read_your_writes;
 use crate::routes::{bills, devices, orders, reports, stores};
 use platform::Shutdown;
 use platform::auth::JwtKeys;
@@ -22,6 +23,10 @@ pub struct AppState {
     pub pg: sqlx::PgPool,
     pub jwt: JwtKeys,
     pub max_wait: Duration,
+    /// A waiting read's fallback poll ([`Config::poll`]).
+    pub poll: Duration,
+    /// The bills projection's announcements, for reads waiting on a version.
+    pub bills_applied: crate::read_your_writes::Notices,
     /// `(device, version)` notices from the device-sync worker, for long polls.
     pub config_changes: tokio::sync::broadcast::Sender<(uuid::Uuid, i64)>,
 }
@@ -100,10 +105,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let nats = platform::connect::nats(&infra.nats_url, "query-api").await?;
     let redis = platform::connect::redis(&infra.redis_url)?;
     let (config_changes, _) = tokio::sync::broadcast::channel(1024);
-    let state =
-        AppState { pg: pg.clone(), jwt: config.jwt.clone(), max_wait: config.max_wait, config_changes };
+    let state = AppState {
+        pg: pg.clone(),
+        jwt: config.jwt.clone(),
+        max_wait: config.max_wait,
+        poll: config.poll,
+        bills_applied: read_your_writes::channel(),
+        config_changes,
+    };
     let notices = nats.subscribe(format!("{}.device_config.*", infra.subject_prefix)).await?;
     tokio::spawn(forward_notices(notices, state.config_changes.clone()));
+    let applied = nats.subscribe(events::notices::bills_applied_subject(&infra.subject_prefix)).await?;
+    tokio::spawn(read_your_writes::forward(applied, state.bills_applied.clone()));
     let deps = Dependencies { pg: pg.clone(), nats, redis, critical: vec!["postgres"] };
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
     let stop = shutdown.clone();

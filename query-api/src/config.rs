@@ -13,6 +13,9 @@ pub struct Config {
     pub jwt: JwtKeys,
     /// Longest a read waits for a projection to reach a requested version.
     pub max_wait: Duration,
+    /// While a read waits for a version, how soon it loads the bill again
+    /// without a notice (doubling, up to a second or this, if longer).
+    pub poll: Duration,
 }
 
 impl Config {
@@ -23,6 +26,7 @@ impl Config {
             infra: platform::InfraSettings::from_env()?,
             jwt: JwtKeys::from_env()?,
             max_wait: settings::millis("READ_MAX_WAIT_MS", 2_000)?,
+            poll: settings::millis("READ_POLL_MS", 100)?,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod read_your_writes;
 pub mod routes;
 
 pub use app::run;

@@ -19,6 +19,19 @@ pub struct ReadSide {
 impl ReadSide {
     /// Starts projectors (unless `projectors` is false) and the query API.
     pub async fn spawn_with(env: &TestEnv, nats_url: &str, projectors: bool) -> Self {
+        Self::spawn_waiting(env, nats_url, projectors, Duration::from_secs(5), Duration::from_millis(100))
+            .await
+    }
+
+    /// As [`ReadSide::spawn_with`], with the query API's longest wait for a
+    /// version (`READ_MAX_WAIT_MS`) and fallback poll (`READ_POLL_MS`).
+    pub async fn spawn_waiting(
+        env: &TestEnv,
+        nats_url: &str,
+        projectors: bool,
+        max_wait: Duration,
+        poll: Duration,
+    ) -> Self {
         let shutdown = Shutdown::new();
         let mut handles = Vec::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -39,7 +52,8 @@ impl ReadSide {
             addr: listener.local_addr().expect("addr"),
             infra: env.infra(nats_url),
             jwt: env.keys.clone(),
-            max_wait: Duration::from_secs(5),
+            max_wait,
+            poll,
         };
         handles.push(tokio::spawn(query_api::run(config, listener, shutdown.clone())));
         Self { base, projectors_base, client: reqwest::Client::new(), shutdown, handles }
@@ -74,6 +88,12 @@ impl ReadSide {
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body["consistency"]["behind"], false, "bill still behind: {}", reply.body);
         reply.body
+    }
+
+    /// The query API's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let resp = self.client.get(format!("{}/metrics", self.base)).send().await.expect("sent");
+        resp.text().await.unwrap_or_default()
     }
 
     /// The projectors' `/metrics` text.

@@ -2,7 +2,10 @@
 //!
 //! Read-your-writes: `?min_version=N` (the `version` a command answered)
 //! waits up to `wait_ms` (bounded by `READ_MAX_WAIT_MS`) for the bill to
-//! reach N, then answers either way; `consistency.behind` says which.
+//! reach N, then answers either way; `consistency.behind` says which. The
+//! wait loads the bill again when the projectors announce the order at N
+//! (see [`crate::read_your_writes`]), or at a fallback poll (`READ_POLL_MS`,
+//! doubling), whichever comes first.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,6 +19,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, Reader};
+use crate::read_your_writes;
 use crate::routes::path_id;
 use platform::problem::Problem;
 
@@ -116,20 +120,25 @@ pub async fn get_bill(
     }
     let wait = query.wait_ms.map_or(state.max_wait, Duration::from_millis).min(state.max_wait);
     let deadline = Instant::now() + wait;
-    let mut delay = Duration::from_millis(5);
+    // Subscribed before the first load: nothing announced after it is missed.
+    let mut notices = query.min_version.map(|_| state.bills_applied.subscribe());
+    let mut poll = state.poll;
     let row = loop {
         let row =
             load(&state.pg, order_id).await?.filter(|l| reader.sees(l.bill.merchant_id, l.bill.store_id));
-        let reached = match (query.min_version, &row) {
-            (None, _) => true,
-            (Some(min), Some(l)) => l.bill.version >= min,
-            (Some(_), None) => false,
+        let (min, notices) = match (query.min_version, notices.as_mut()) {
+            (Some(min), Some(notices)) if row.as_ref().is_none_or(|l| l.bill.version < min) => (min, notices),
+            _ => break row,
         };
-        if reached || Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             break row;
         }
-        tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
+        let until = deadline.min(Instant::now() + poll);
+        metrics::gauge!("read_your_writes_waiting").increment(1);
+        let woken = read_your_writes::until_version(notices, order_id, min, until.into()).await;
+        metrics::gauge!("read_your_writes_waiting").decrement(1);
+        metrics::counter!("read_your_writes_wakeups_total", "by" => woken.label()).increment(1);
+        poll = read_your_writes::next_poll(poll, state.poll);
     };
     let Loaded { bill, payments, refunds } = row.ok_or(ApiError::NotFound("bill"))?;
     let behind = query.min_version.is_some_and(|min| bill.version < min);
