@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use events::DomainEvent;
 use events::domain::CaptureMode;
+use serde_json::value::RawValue;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -28,8 +29,9 @@ struct Bill {
     device_id: Option<Uuid>,
     currency: String,
     status: String,
-    lines: Json<serde_json::Value>,
-    taxes: Json<serde_json::Value>,
+    /// As stored: the bulk path never looks inside, so it never parses them.
+    lines: Json<Box<RawValue>>,
+    taxes: Json<Box<RawValue>>,
     subtotal: i64,
     tax: i64,
     total: i64,
@@ -135,8 +137,8 @@ pub async fn apply_many(conn: &mut PgConnection, batch: &[&Event]) -> Result<(),
                     device_id: env.device_id,
                     currency: c.currency.code().to_owned(),
                     status: "open".into(),
-                    lines: Json(serde_json::to_value(&c.lines).unwrap_or_default()),
-                    taxes: Json(serde_json::to_value(&c.taxes).unwrap_or_default()),
+                    lines: Json(raw(&c.lines)?),
+                    taxes: Json(raw(&c.taxes)?),
                     subtotal: c.subtotal,
                     tax: c.tax,
                     total: c.total,
@@ -266,6 +268,11 @@ pub async fn apply_many(conn: &mut PgConnection, batch: &[&Event]) -> Result<(),
         refunds.values().filter(|r| !existing_refunds.contains(&r.refund_id)).collect();
     write_refunds(conn, new_refunds).await?;
     Ok(())
+}
+
+/// `value` as JSON text, written once, straight from its type.
+fn raw(value: &impl serde::Serialize) -> Result<Box<RawValue>, ApplyError> {
+    serde_json::value::to_raw_value(value).map_err(|e| ApplyError::Database(sqlx::Error::Encode(e.into())))
 }
 
 async fn write_bills(conn: &mut PgConnection, rows: Vec<&Bill>) -> Result<(), sqlx::Error> {

@@ -70,9 +70,10 @@ pub struct BillRow {
     pub status: String,
     pub currency: String,
     #[schema(value_type = Vec<Object>)]
-    pub lines: sqlx::types::Json<serde_json::Value>,
+    /// As stored, passed through unparsed.
+    pub lines: sqlx::types::Json<Box<serde_json::value::RawValue>>,
     #[schema(value_type = Vec<Object>)]
-    pub taxes: sqlx::types::Json<serde_json::Value>,
+    pub taxes: sqlx::types::Json<Box<serde_json::value::RawValue>>,
     pub subtotal: i64,
     pub tax: i64,
     pub total: i64,
