@@ -18,6 +18,10 @@ use platform::Shutdown;
 use platform::auth::JwtKeys;
 use platform::health::{self, Dependencies};
 
+/// Longest a request may take before it is answered 503; a read's wait for a
+/// version must end before it ([`crate::config::Config`] checks).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct AppState {
     pub pg: sqlx::PgPool,
@@ -26,7 +30,7 @@ pub struct AppState {
     /// A waiting read's fallback poll ([`Config::poll`]).
     pub poll: Duration,
     /// The bills projection's announcements, for reads waiting on a version.
-    pub bills_applied: crate::read_your_writes::Notices,
+    pub bills_applied: read_your_writes::Notices,
     /// `(device, version)` notices from the device-sync worker, for long polls.
     pub config_changes: tokio::sync::broadcast::Sender<(uuid::Uuid, i64)>,
 }
@@ -75,7 +79,7 @@ pub fn router(state: AppState, deps: Dependencies) -> Router {
         .method_not_allowed_fallback(|| async { platform::problem::method_not_allowed() })
         .layer(middleware::from_fn(platform::correlation::layer))
         .layer(middleware::from_fn(platform::http_metrics::record))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
 }
 
 /// Core-NATS config notices to the long polls waiting in this process.

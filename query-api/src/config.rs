@@ -25,8 +25,35 @@ impl Config {
             addr: addr.parse().with_context(|| format!("QUERY_API_ADDR={addr:?} is not an address"))?,
             infra: platform::InfraSettings::from_env()?,
             jwt: JwtKeys::from_env()?,
-            max_wait: settings::millis("READ_MAX_WAIT_MS", 2_000)?,
+            max_wait: max_wait(settings::millis("READ_MAX_WAIT_MS", 2_000)?)?,
             poll: settings::millis("READ_POLL_MS", 100)?,
         })
+    }
+}
+
+/// A read's longest wait for a version, refused unless it ends a second
+/// before the request timeout: a longer one would be answered 503 by the
+/// timeout instead of with the bill and `consistency.behind`.
+fn max_wait(wait: Duration) -> anyhow::Result<Duration> {
+    let limit = crate::app::REQUEST_TIMEOUT - Duration::from_secs(1);
+    anyhow::ensure!(
+        wait <= limit,
+        "READ_MAX_WAIT_MS={} is longer than {} ms (the request timeout, less a second)",
+        wait.as_millis(),
+        limit.as_millis()
+    );
+    Ok(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_that_outlasts_the_request_timeout_is_refused() {
+        assert_eq!(max_wait(Duration::from_secs(2)).ok(), Some(Duration::from_secs(2)));
+        assert_eq!(max_wait(Duration::from_secs(9)).ok(), Some(Duration::from_secs(9)));
+        let refused = max_wait(Duration::from_secs(60)).expect_err("refused");
+        assert!(refused.to_string().contains("READ_MAX_WAIT_MS=60000"), "{refused}");
     }
 }

@@ -83,6 +83,24 @@ pub async fn until_version(
     }
 }
 
+/// Counts a read as waiting (`read_your_writes_waiting`) until dropped, so
+/// that a read abandoned mid-wait (a client gone, the request timed out) is
+/// not counted forever.
+pub struct Waiting(());
+
+impl Waiting {
+    pub fn start() -> Self {
+        metrics::gauge!("read_your_writes_waiting").increment(1);
+        Self(())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!("read_your_writes_waiting").decrement(1);
+    }
+}
+
 /// The fallback poll's next interval: doubling from `first`, at most `max(first, 1 s)`.
 pub fn next_poll(current: Duration, first: Duration) -> Duration {
     (current * 2).min(first.max(Duration::from_secs(1)))

@@ -59,6 +59,21 @@ async fn a_read_waiting_for_a_version_is_answered_when_the_projection_announces_
     );
     assert!(took < wait, "answered only at the end of its wait");
     assert_eq!(metric(&after, "read_your_writes_waiting"), 0.0);
+
+    // A reader that gives up mid-wait is not counted as waiting forever.
+    let (client, url) =
+        (read.client.clone(), format!("{}{path}", read.base).replace("min_version=2", "min_version=9"));
+    let portal = portal_token(&env, m.merchant_id);
+    let abandoned = tokio::spawn(async move { client.get(url).bearer_auth(&portal).send().await });
+    eventually(Duration::from_secs(10), "the second read to wait", || async {
+        (metric(&read.metrics().await, "read_your_writes_waiting") >= 1.0).then_some(())
+    })
+    .await;
+    abandoned.abort();
+    eventually(Duration::from_secs(5), "the abandoned read to stop waiting", || async {
+        (metric(&read.metrics().await, "read_your_writes_waiting") == 0.0).then_some(())
+    })
+    .await;
     read.stop().await;
     app.stop().await;
     env.cleanup().await;

@@ -135,9 +135,9 @@ pub async fn get_bill(
             break row;
         }
         let until = deadline.min(Instant::now() + poll);
-        metrics::gauge!("read_your_writes_waiting").increment(1);
+        let waiting = read_your_writes::Waiting::start();
         let woken = read_your_writes::until_version(notices, order_id, min, until.into()).await;
-        metrics::gauge!("read_your_writes_waiting").decrement(1);
+        drop(waiting);
         metrics::counter!("read_your_writes_wakeups_total", "by" => woken.label()).increment(1);
         poll = read_your_writes::next_poll(poll, state.poll);
     };
