@@ -46,9 +46,8 @@ $B/posctl setup
 pids=()
 stop() { [ "${#pids[@]}" -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; }
 trap stop EXIT INT TERM
-# One tokio worker thread per service, as scripts/up.sh runs them.
 for p in command-api projectors query-api workers; do
-  TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1} $B/$p >"$OUT/$p.log" 2>&1 & pids+=($!)
+  $B/$p >"$OUT/$p.log" 2>&1 & pids+=($!)
 done
 ready() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in 18080 18081 19101 19102; do

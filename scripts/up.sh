@@ -10,10 +10,6 @@ target/release/posctl setup
 echo "[up] demo credentials: target/release/posctl seed-demo --json" >&2
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
-# Every program of the system shares this machine's cores: one tokio worker
-# thread per service spares the cross-thread wake-ups of a runtime per core
-# in each of them (bench/NOTES.md, step 40). Set it to run more.
-export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
 target/release/command-api & pids+=($!)
 target/release/projectors & pids+=($!)
 target/release/query-api & pids+=($!)
