@@ -122,21 +122,22 @@ pub async fn get_bill(
     let wait = query.wait_ms.map_or(state.max_wait, Duration::from_millis).min(state.max_wait);
     let deadline = Instant::now() + wait;
     // Subscribed before the first load: nothing announced after it is missed.
-    let mut notices = query.min_version.map(|_| state.bills_applied.subscribe());
+    let mut waiting_for = query.min_version.map(|min| (min, state.bills_applied.subscribe()));
     let mut poll = state.poll;
     let row = loop {
         let row =
             load(&state.pg, order_id).await?.filter(|l| reader.sees(l.bill.merchant_id, l.bill.store_id));
-        let (min, notices) = match (query.min_version, notices.as_mut()) {
-            (Some(min), Some(notices)) if row.as_ref().is_none_or(|l| l.bill.version < min) => (min, notices),
-            _ => break row,
+        let Some((min, notices)) =
+            waiting_for.as_mut().filter(|(min, _)| row.as_ref().is_none_or(|l| l.bill.version < *min))
+        else {
+            break row;
         };
         if Instant::now() >= deadline {
             break row;
         }
         let until = deadline.min(Instant::now() + poll);
         let waiting = read_your_writes::Waiting::start();
-        let woken = read_your_writes::until_version(notices, order_id, min, until.into()).await;
+        let woken = read_your_writes::until_version(notices, order_id, *min, until.into()).await;
         drop(waiting);
         metrics::counter!("read_your_writes_wakeups_total", "by" => woken.label()).increment(1);
         poll = read_your_writes::next_poll(poll, state.poll);
