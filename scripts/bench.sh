@@ -69,7 +69,7 @@ $B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-200}" --step-
 quiet
 $B/loadgen run --json "$OUT/empty-fixed.json" --rate-of-max "$OUT/max.json" --fraction 0.8 --seconds 30
 $B/loadgen run --json "$OUT/half.json" --rate-of "$OUT/pgbench.json" --fraction 0.5 --seconds 30
-$B/loadgen max --json "$OUT/reads.json" --mix reads --start 400 --step-seconds 10
+$B/loadgen max --json "$OUT/reads.json" --mix reads --start 400 --step-seconds 10 --max-rate 80000
 $B/loadgen burst --json "$OUT/burst.json" --peak-of "$OUT/max.json" --ramp-seconds 15 --sustain-seconds 30
 
 log "consistency: read models vs write model"

@@ -12,8 +12,28 @@
 //! The payload is binary, 24 bytes an order: its id (16 bytes) and the
 //! version the batch brought it to (8 bytes, big-endian). A batch of a few
 //! hundred events is a few kilobytes.
+//!
+//! Notices are numbered, so that a reader can also tell when it may have
+//! missed one: each leadership term of the bills runner picks a random
+//! epoch ([`EPOCH_HEADER`]) and numbers its notices from 1 ([`SEQ_HEADER`]);
+//! while it has nothing to announce it repeats its last number in an empty
+//! notice every [`HEARTBEAT`]. A reader that hears every number of one epoch,
+//! recently, has missed nothing: the query API's bill cache relies on that,
+//! and on nothing else (a new epoch, a skipped number or silence each make
+//! it forget what it holds, or stop using it).
 
+use std::time::Duration;
 use uuid::Uuid;
+
+/// Header: the announcing term's epoch, a random `u64` in decimal.
+pub const EPOCH_HEADER: &str = "Notice-Epoch";
+
+/// Header: the notice's number within its epoch, from 1, in decimal; a
+/// heartbeat repeats the last number sent.
+pub const SEQ_HEADER: &str = "Notice-Seq";
+
+/// How often a runner with nothing to announce says so (an empty notice).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Bytes per order in a [`BillsApplied`] payload.
 const ENTRY: usize = 24;

@@ -130,6 +130,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Scenario {
+    /// The query API's bill cache counters, if its `/metrics` has them.
+    pub async fn bill_cache_counts(&self) -> Option<crate::stats::BillCacheCounts> {
+        let resp = self.client.get(format!("{}/metrics", self.query_url)).send().await.ok()?;
+        crate::stats::BillCacheCounts::parse(&resp.text().await.ok()?)
+    }
+
     pub fn new(
         client: Client,
         command_url: &str,

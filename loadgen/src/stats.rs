@@ -186,6 +186,7 @@ impl Recorder {
             projection_lag_samples: inner.lag.len(),
             projection_lag_timeouts: inner.lag_timeouts,
             cpu: None,
+            bill_cache: None,
         }
     }
 }
@@ -252,6 +253,54 @@ pub struct RunSummary {
     /// CPU used during the run, by program (absent in results from before it was measured).
     #[serde(default)]
     pub cpu: Option<crate::cpu::CpuProfile>,
+    /// How the query API's bill cache answered the run's bill reads (absent
+    /// when its `/metrics` did not say, and in results from before the cache).
+    #[serde(default)]
+    pub bill_cache: Option<BillCacheCounts>,
+}
+
+/// The query API's `bill_cache_requests_total{outcome}` counters, or their
+/// growth over a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct BillCacheCounts {
+    pub hit: f64,
+    pub miss: f64,
+    pub bypass: f64,
+}
+
+impl BillCacheCounts {
+    /// From a Prometheus text exposition; `None` when it has no such counter.
+    pub fn parse(metrics: &str) -> Option<Self> {
+        let mut counts = Self::default();
+        let mut seen = false;
+        for line in metrics.lines() {
+            let Some(rest) = line.strip_prefix("bill_cache_requests_total{outcome=\"") else { continue };
+            let Some((outcome, value)) = rest.split_once("\"} ") else { continue };
+            let Ok(value) = value.trim().parse::<f64>() else { continue };
+            match outcome {
+                "hit" => counts.hit = value,
+                "miss" => counts.miss = value,
+                "bypass" => counts.bypass = value,
+                _ => continue,
+            }
+            seen = true;
+        }
+        seen.then_some(counts)
+    }
+
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            hit: self.hit - before.hit,
+            miss: self.miss - before.miss,
+            bypass: self.bypass - before.bypass,
+        }
+    }
+
+    /// The share of lookups answered from memory.
+    pub fn hit_ratio(&self) -> f64 {
+        let all = self.hit + self.miss + self.bypass;
+        if all > 0.0 { self.hit / all } else { 0.0 }
+    }
 }
 
 impl crate::search::Step for RunSummary {
@@ -310,6 +359,15 @@ impl RunSummary {
         for (what, n) in &self.errors_by_status {
             println!("  error: {what}: {n}");
         }
+        if let Some(c) = &self.bill_cache {
+            println!(
+                "  bill cache: {:.1}% of lookups from memory ({:.0} hits, {:.0} misses, {:.0} bypassed)",
+                c.hit_ratio() * 100.0,
+                c.hit,
+                c.miss,
+                c.bypass
+            );
+        }
         if let Some(cpu) = &self.cpu {
             let per = cpu.ms_per(self.accepted_commands_per_sec);
             let parts: Vec<String> = cpu
@@ -330,6 +388,21 @@ impl RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bill_cache_counters_are_read_from_the_metrics_text() {
+        let text = "# TYPE bill_cache_requests_total counter\n\
+                    bill_cache_requests_total{outcome=\"hit\"} 90\n\
+                    bill_cache_requests_total{outcome=\"miss\"} 8\n\
+                    bill_cache_requests_total{outcome=\"bypass\"} 2\n\
+                    bill_cache_entries 3\n";
+        let counts = BillCacheCounts::parse(text).expect("counters");
+        assert_eq!(counts, BillCacheCounts { hit: 90.0, miss: 8.0, bypass: 2.0 });
+        let grown = counts.since(&BillCacheCounts { hit: 40.0, miss: 8.0, bypass: 2.0 });
+        assert!((grown.hit_ratio() - 1.0).abs() < 1e-9, "{grown:?}");
+        assert!((counts.hit_ratio() - 0.9).abs() < 1e-9);
+        assert_eq!(BillCacheCounts::parse("http_requests_total 5\n"), None);
+    }
 
     #[test]
     fn errors_and_accepted_commands_are_counted_per_status() {

@@ -393,6 +393,9 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     tx.commit().await.context("swapping the rebuilt read model in")?;
+    if projection == Projection::Bills {
+        crate::runner::reset_bill_readers(&source.js.client(), &source.subject_prefix).await;
+    }
     let mut state = fill.state;
     state.elapsed = fill.started.elapsed();
     state.position = state.position.max(target);
@@ -543,6 +546,9 @@ pub async fn replay(
         state.position = reader.at.last_seen;
         state.elapsed = started.elapsed();
         progress(&state);
+    }
+    if projection == Projection::Bills {
+        crate::runner::reset_bill_readers(&source.js.client(), &source.subject_prefix).await;
     }
     Ok(state)
 }

@@ -59,19 +59,71 @@ pub struct BillsNotices {
 }
 
 impl BillsNotices {
+    /// A new leadership term's announcer: a fresh epoch, numbered from 1.
+    fn term(&self) -> Announcer {
+        let epoch = uuid::Uuid::new_v4().as_u64_pair().0;
+        Announcer { notices: self.clone(), epoch, seq: 0, last_sent: None }
+    }
+}
+
+/// Makes the query APIs forget the bills they hold, after a rebuild or a
+/// replay changed the bills read model without announcing what: one empty
+/// notice of a new epoch. Best effort; a reader that misses it still drops
+/// each cached bill at its maximum age (`BILL_CACHE_MAX_AGE_MS`).
+pub async fn reset_bill_readers(nats: &async_nats::Client, subject_prefix: &str) {
+    let notices =
+        BillsNotices { nats: nats.clone(), subject: events::notices::bills_applied_subject(subject_prefix) };
+    notices.term().send(Vec::new()).await;
+    if let Err(e) = nats.flush().await {
+        tracing::warn!(error = %e, "could not tell the query APIs to forget their cached bills");
+    }
+}
+
+/// One leadership term's announcements, numbered ([`events::notices`]), so
+/// that a reader can tell a lost one from silence.
+struct Announcer {
+    notices: BillsNotices,
+    epoch: u64,
+    /// The last number sent (0 before the first notice).
+    seq: u64,
+    /// None until the term's first notice, which goes out at once.
+    last_sent: Option<Instant>,
+}
+
+impl Announcer {
     /// Announces the orders `applied` brought to a version: best effort, a
-    /// lost notice only slows a waiting reader down to its fallback poll.
-    async fn announce<'a>(&self, applied: impl Iterator<Item = &'a Event>) {
+    /// lost notice slows a waiting reader down to its fallback poll and
+    /// makes the query API's bill cache start again empty.
+    async fn announce<'a>(&mut self, applied: impl Iterator<Item = &'a Event>) {
         let orders = applied
             .filter(|e| matches!(e.envelope.kind.entity(), "order" | "payment"))
             .map(|e| (e.envelope.subject, e.envelope.sequence))
             .collect();
         for payload in (events::notices::BillsApplied { orders }).encode() {
-            if let Err(e) = self.nats.publish(self.subject.clone(), payload.into()).await {
-                metrics::counter!("projection_notices_failed_total").increment(1);
-                tracing::debug!(error = %e, "announcing a bills batch failed");
-            }
+            // Numbered even if it fails to go out: the gap tells the readers.
+            self.seq += 1;
+            self.send(payload).await;
         }
+    }
+
+    /// An empty notice repeating the last number, when nothing was sent for a heartbeat.
+    async fn heartbeat(&mut self) {
+        if self.last_sent.is_none_or(|at| at.elapsed() >= events::notices::HEARTBEAT) {
+            self.send(Vec::new()).await;
+        }
+    }
+
+    async fn send(&mut self, payload: Vec<u8>) {
+        use events::notices::{EPOCH_HEADER, SEQ_HEADER};
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(EPOCH_HEADER, self.epoch.to_string().as_str());
+        headers.insert(SEQ_HEADER, self.seq.to_string().as_str());
+        let subject = self.notices.subject.clone();
+        if let Err(e) = self.notices.nats.publish_with_headers(subject, headers, payload.into()).await {
+            metrics::counter!("projection_notices_failed_total").increment(1);
+            tracing::debug!(error = %e, "announcing a bills batch failed");
+        }
+        self.last_sent = Some(Instant::now());
     }
 }
 
@@ -126,13 +178,17 @@ impl Runner {
         checkpoint::clear_stall(&self.pg, name).await.map_err(retry)?;
         let consumer = self.position().await.map_err(retry)?;
         tracing::info!(projection = name, consumer = %self.consumer, "projection running");
+        let mut announcer = self.notices.as_ref().map(BillsNotices::term);
         while !shutdown.is_triggered() {
             let messages = self.fetch(&consumer).await.map_err(retry)?;
+            if let Some(announcer) = &mut announcer {
+                announcer.heartbeat().await;
+            }
             if messages.is_empty() {
                 continue;
             }
             let short = messages.len() < self.batch;
-            self.apply_and_ack(messages, shutdown).await?;
+            self.apply_and_ack(messages, &mut announcer, shutdown).await?;
             if short && !self.linger.is_zero() && pause(shutdown, self.linger).await {
                 break;
             }
@@ -232,6 +288,7 @@ impl Runner {
     async fn apply_and_ack(
         &self,
         messages: Vec<jetstream::Message>,
+        announcer: &mut Option<Announcer>,
         shutdown: &Shutdown,
     ) -> Result<(), Lead> {
         let name = self.projection.name();
@@ -299,11 +356,13 @@ impl Runner {
             platform::trace::continue_from(&span, e.envelope.traceparent.as_deref());
             tracing::debug!(parent: &span, event = %e.envelope.kind.ce_type(), "event applied");
         }
+        // Announced before the acknowledgement: what is committed is said
+        // even if the acknowledgement fails and ends this term.
+        if let Some(announcer) = announcer {
+            announcer.announce(applied.events(&decoded)).await;
+        }
         if let Some(last) = applied.last_index.and_then(|i| messages.get(i)) {
             last.ack().await.map_err(|e| Lead::Retry(anyhow::anyhow!("ack: {e}")))?;
-        }
-        if let Some(notices) = &self.notices {
-            notices.announce(applied.events(&decoded)).await;
         }
         metrics::counter!("projection_events_applied_total", "projection" => name).increment(applied.applied);
         metrics::histogram!("projection_batch_seconds", "projection" => name)

@@ -10,9 +10,11 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::bill_cache::BillCache;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::read_your_writes;
+use crate::routes::bills::get::Loaded;
 use crate::routes::{bills, devices, orders, reports, stores};
 use platform::Shutdown;
 use platform::auth::JwtKeys;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub poll: Duration,
     /// The bills projection's announcements, for reads waiting on a version.
     pub bills_applied: read_your_writes::Notices,
+    /// Bills read recently, kept while the announcements say they have not moved.
+    pub bills: std::sync::Arc<BillCache<Loaded>>,
     /// `(device, version)` notices from the device-sync worker, for long polls.
     pub config_changes: tokio::sync::broadcast::Sender<(uuid::Uuid, i64)>,
 }
@@ -115,12 +119,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         max_wait: config.max_wait,
         poll: config.poll,
         bills_applied: read_your_writes::channel(),
+        bills: std::sync::Arc::new(BillCache::new(config.bill_cache_entries, config.bill_cache_max_age)),
         config_changes,
     };
     let notices = nats.subscribe(format!("{}.device_config.*", infra.subject_prefix)).await?;
     tokio::spawn(forward_notices(notices, state.config_changes.clone()));
     let applied = nats.subscribe(events::notices::bills_applied_subject(&infra.subject_prefix)).await?;
-    tokio::spawn(read_your_writes::forward(applied, state.bills_applied.clone()));
+    tokio::spawn(read_your_writes::forward(applied, state.bills_applied.clone(), state.bills.clone()));
     let deps = Dependencies { pg: pg.clone(), nats, redis, critical: vec!["postgres"] };
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
     let stop = shutdown.clone();

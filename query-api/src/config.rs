@@ -16,6 +16,12 @@ pub struct Config {
     /// While a read waits for a version, how soon it loads the bill again
     /// without a notice (doubling, up to a second or this, if longer).
     pub poll: Duration,
+    /// Bills kept in memory, with the markers of orders announced since
+    /// (`BILL_CACHE_ENTRIES`, 0 turns the cache off).
+    pub bill_cache_entries: usize,
+    /// Longest a bill is served from memory, for changes nobody announced
+    /// (`BILL_CACHE_MAX_AGE_MS`).
+    pub bill_cache_max_age: Duration,
 }
 
 impl Config {
@@ -27,6 +33,8 @@ impl Config {
             jwt: JwtKeys::from_env()?,
             max_wait: max_wait(settings::millis("READ_MAX_WAIT_MS", 2_000)?)?,
             poll: settings::millis("READ_POLL_MS", 100)?,
+            bill_cache_entries: settings::parse("BILL_CACHE_ENTRIES", 50_000)?,
+            bill_cache_max_age: settings::millis("BILL_CACHE_MAX_AGE_MS", 60_000)?,
         })
     }
 }

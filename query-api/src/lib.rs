@@ -8,6 +8,7 @@
 //! whether it is still behind.
 
 pub mod app;
+pub mod bill_cache;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bill_cache::BillCache;
 use events::notices::BillsApplied;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
@@ -29,16 +30,34 @@ pub fn channel() -> Notices {
     broadcast::channel(BACKLOG).0
 }
 
-/// Forwards the projectors' announcements to this process's readers, until
-/// the subscription ends.
-pub async fn forward(mut from: async_nats::Subscriber, to: Notices) {
+/// Takes the projectors' announcements, until the subscription ends: each
+/// goes to the bill cache (which forgets the orders it names), then to this
+/// process's waiting readers.
+pub async fn forward<V>(mut from: async_nats::Subscriber, to: Notices, cache: Arc<BillCache<V>>) {
+    use events::notices::{EPOCH_HEADER, SEQ_HEADER};
     while let Some(msg) = from.next().await {
+        let number = |name: &str| {
+            msg.headers.as_ref().and_then(|h| h.get(name)).and_then(|v| v.as_str().parse::<u64>().ok())
+        };
         match BillsApplied::decode(&msg.payload) {
-            // No reader waiting is no error.
-            Some(notice) => drop(to.send(Arc::new(notice))),
-            None => tracing::warn!(bytes = msg.payload.len(), "a bills notice that does not decode"),
+            Some(notice) => {
+                if cache.announce(number(EPOCH_HEADER), number(SEQ_HEADER), &notice.orders) {
+                    metrics::counter!("bill_cache_resets_total").increment(1);
+                }
+                metrics::gauge!("bill_cache_entries").set(cache.len() as f64);
+                // A heartbeat wakes no reader; no reader waiting is no error.
+                if !notice.orders.is_empty() {
+                    drop(to.send(Arc::new(notice)));
+                }
+            }
+            None => {
+                // It may have named orders: the cache cannot know which.
+                cache.forget();
+                tracing::warn!(bytes = msg.payload.len(), "a bills notice that does not decode");
+            }
         }
     }
+    cache.forget();
 }
 
 /// Why a wait for a version ended: time to load the bill again.

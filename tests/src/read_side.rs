@@ -54,6 +54,8 @@ impl ReadSide {
             jwt: env.keys.clone(),
             max_wait,
             poll,
+            bill_cache_entries: 10_000,
+            bill_cache_max_age: Duration::from_secs(60),
         };
         handles.push(tokio::spawn(query_api::run(config, listener, shutdown.clone())));
         Self { base, projectors_base, client: reqwest::Client::new(), shutdown, handles }

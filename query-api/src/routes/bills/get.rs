@@ -6,12 +6,16 @@
 //! wait loads the bill again when the projectors announce the order at N
 //! (see [`crate::read_your_writes`]), or at a fallback poll (`READ_POLL_MS`,
 //! doubling), whichever comes first.
+//!
+//! Bills read recently are answered from memory while the projectors'
+//! announcements say they have not moved ([`crate::bill_cache`]).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -32,7 +36,7 @@ pub struct BillQuery {
     pub wait_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BillPayment {
     pub payment_id: Uuid,
     pub method: String,
@@ -45,7 +49,7 @@ pub struct BillPayment {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BillRefund {
     pub refund_id: Uuid,
     pub payment_id: Uuid,
@@ -61,7 +65,7 @@ pub struct Consistency {
     pub behind: bool,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct BillRow {
     pub order_id: Uuid,
     pub merchant_id: Uuid,
@@ -125,8 +129,10 @@ pub async fn get_bill(
     let mut waiting_for = query.min_version.map(|min| (min, state.bills_applied.subscribe()));
     let mut poll = state.poll;
     let row = loop {
-        let row =
-            load(&state.pg, order_id).await?.filter(|l| reader.sees(l.bill.merchant_id, l.bill.store_id));
+        let min = waiting_for.as_ref().map_or(0, |(min, _)| *min);
+        let row = cached_load(&state, order_id, min)
+            .await?
+            .filter(|l| reader.sees(l.bill.merchant_id, l.bill.store_id));
         let Some((min, notices)) =
             waiting_for.as_mut().filter(|(min, _)| row.as_ref().is_none_or(|l| l.bill.version < *min))
         else {
@@ -142,7 +148,7 @@ pub async fn get_bill(
         metrics::counter!("read_your_writes_wakeups_total", "by" => woken.label()).increment(1);
         poll = read_your_writes::next_poll(poll, state.poll);
     };
-    let Loaded { bill, payments, refunds } = row.ok_or(ApiError::NotFound("bill"))?;
+    let Loaded { bill, payments, refunds } = Arc::unwrap_or_clone(row.ok_or(ApiError::NotFound("bill"))?);
     let behind = query.min_version.is_some_and(|min| bill.version < min);
     let (payments, refunds) = (payments.0, refunds.0);
     Ok(Json(Bill {
@@ -155,12 +161,32 @@ pub async fn get_bill(
 }
 
 /// A bill with its tenders and refunds, as one row.
-#[derive(sqlx::FromRow)]
-struct Loaded {
+#[derive(Clone, sqlx::FromRow)]
+pub struct Loaded {
     #[sqlx(flatten)]
     bill: BillRow,
     payments: sqlx::types::Json<Vec<BillPayment>>,
     refunds: sqlx::types::Json<Vec<BillRefund>>,
+}
+
+/// The bill from memory when the cache holds it at `min_version` or later
+/// ([`crate::bill_cache`]), else from the read model, then kept.
+async fn cached_load(
+    state: &AppState,
+    order_id: Uuid,
+    min_version: i64,
+) -> Result<Option<Arc<Loaded>>, ApiError> {
+    let (hit, outcome) = state.bills.get(order_id, min_version);
+    metrics::counter!("bill_cache_requests_total", "outcome" => outcome.label()).increment(1);
+    if hit.is_some() {
+        return Ok(hit);
+    }
+    let ticket = state.bills.ticket();
+    let loaded = load(&state.pg, order_id).await?.map(Arc::new);
+    if let (Some(loaded), Some(ticket)) = (&loaded, ticket) {
+        state.bills.fill(order_id, loaded.clone(), loaded.bill.version, ticket);
+    }
+    Ok(loaded)
 }
 
 /// The bill, its tenders and its refunds in one round trip.
