@@ -277,7 +277,8 @@ impl Runner {
     }
 
     async fn fetch(&self, consumer: &PullConsumer) -> anyhow::Result<Vec<jetstream::Message>> {
-        let mut batch = consumer.fetch().max_messages(self.batch).expires(self.fetch_wait).messages().await?;
+        let wait = fetch_expiry(self.fetch_wait, self.notices.is_some());
+        let mut batch = consumer.fetch().max_messages(self.batch).expires(wait).messages().await?;
         let mut out = Vec::with_capacity(self.batch);
         while let Some(msg) = batch.next().await {
             out.push(msg.map_err(|e| anyhow::anyhow!("fetching: {e}"))?);
@@ -512,6 +513,13 @@ pub async fn apply_batch_mode(
     Ok(outcome)
 }
 
+/// How long a fetch may wait for messages: an idle runner that announces
+/// must come round to its heartbeat in time (the query API's bill cache
+/// stops trusting three seconds of silence), whatever `PROJECTION_FETCH_WAIT_MS`.
+fn fetch_expiry(fetch_wait: Duration, announcing: bool) -> Duration {
+    if announcing { fetch_wait.min(events::notices::HEARTBEAT) } else { fetch_wait }
+}
+
 fn gap_seq(e: &ApplyError) -> u64 {
     match e {
         ApplyError::Gap { seq, .. } => *seq,
@@ -532,5 +540,19 @@ async fn pause(shutdown: &Shutdown, d: Duration) -> bool {
     tokio::select! {
         _ = shutdown.wait() => true,
         _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcing_runner_never_waits_past_its_heartbeat() {
+        let long = Duration::from_secs(30);
+        assert_eq!(fetch_expiry(long, true), events::notices::HEARTBEAT);
+        assert_eq!(fetch_expiry(long, false), long);
+        let short = Duration::from_millis(200);
+        assert_eq!(fetch_expiry(short, true), short);
     }
 }
