@@ -58,15 +58,6 @@ fn describe() {
     c!("relay_publish_failures_total", "Relay rounds that failed and were retried");
     c!("relay_duplicates_suppressed_total", "Publishes JetStream recognised as duplicates by message id");
     g!("outbox_backlog", "Outbox rows not yet published");
-    c!("bill_cache_requests_total", "Bill lookups of the query API by outcome: hit, miss, bypass");
-    c!(
-        "bill_cache_resets_total",
-        "Times the bill cache forgot everything: a new announcer's epoch or a lost notice"
-    );
-    g!("bill_cache_entries", "Orders held by the bill cache, bills and markers");
-    c!("read_your_writes_wakeups_total", "Reads waiting for a version woken, by notice or by poll");
-    g!("read_your_writes_waiting", "Reads waiting for a version right now");
-    c!("projection_notices_failed_total", "Bills notices the projectors could not publish");
     g!("outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row");
     g!("projection_lag_events", "Events in the stream a projection has not applied");
     g!("projection_lag_seconds", "Age of the oldest event a projection has not applied");
@@ -78,6 +69,15 @@ fn describe() {
         "projection_consumer_repositioned_total",
         "Times a projection recreated its consumer at its checkpoint"
     );
+    c!("projection_notices_failed_total", "Bills notices the projectors could not publish");
+    c!("bill_cache_requests_total", "Bill lookups of the query API by outcome: hit, miss, bypass");
+    c!(
+        "bill_cache_resets_total",
+        "Times the bill cache forgot everything: a new announcer's epoch or a lost notice"
+    );
+    g!("bill_cache_entries", "Orders held by the bill cache, bills and markers");
+    c!("read_your_writes_wakeups_total", "Reads waiting for a version woken, by notice or by poll");
+    g!("read_your_writes_waiting", "Reads waiting for a version right now");
     c!("job_outcomes_total", "Jobs by kind and outcome (succeeded, retried, dead_lettered)");
     h!("job_duration_seconds", metrics::Unit::Seconds, "Job handler duration by kind");
     c!("job_redeliveries_total", "Jobs delivered more than once, by kind");

@@ -24,6 +24,15 @@ pub use read_side::ReadSide;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// The value of the counter or gauge line `name` (with its labels, if any)
+/// in a Prometheus text exposition; 0 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Waits (at most `deadline`) until the relay has published every outbox row.
 pub async fn outbox_drained(pg: &sqlx::PgPool, deadline: Duration) {
     eventually(deadline, "the outbox to drain", || async {

@@ -3,16 +3,8 @@
 //! because the metrics it reads are process-wide.
 
 use smartpos_tests::read_side::portal_token;
-use smartpos_tests::{ReadSide, TestApp, TestEnv, eventually};
+use smartpos_tests::{ReadSide, TestApp, TestEnv, eventually, metric};
 use std::time::Duration;
-
-/// The value of the counter line `name` in a metrics text (0 if absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 const HIT: &str = r#"bill_cache_requests_total{outcome="hit"}"#;
 const BYPASS: &str = r#"bill_cache_requests_total{outcome="bypass"}"#;

@@ -4,16 +4,8 @@
 
 use serde_json::json;
 use smartpos_tests::read_side::portal_token;
-use smartpos_tests::{ReadSide, TestApp, TestEnv, eventually};
+use smartpos_tests::{ReadSide, TestApp, TestEnv, eventually, metric};
 use std::time::Duration;
-
-/// The value of the counter or gauge line `name` in a metrics text (0 if absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn a_read_waiting_for_a_version_is_answered_when_the_projection_announces_it() {
