@@ -6,8 +6,9 @@
 //! committed batch the bills runner publishes, on core NATS (not JetStream:
 //! nothing here needs to be stored), which orders the batch brought to which
 //! version. A notice is a hint, never a record: one that is lost (no
-//! subscriber, a reconnect, a slow consumer) only makes a waiting reader fall
-//! back to its slower poll, and the reader always answers from the database.
+//! subscriber, a reconnect, a slow consumer) makes a waiting reader fall back
+//! to its slower poll, and the query API's bill cache, which can tell from
+//! the numbering below, start again empty; the database stays the answer.
 //!
 //! The payload is binary, 24 bytes an order: its id (16 bytes) and the
 //! version the batch brought it to (8 bytes, big-endian). A batch of a few
