@@ -14,7 +14,7 @@
 #
 # It uses its own database (smartpos_bench), stream prefix (BENCH) and ports
 # (18080, 18081, 19101, 19102), so it runs beside `scripts/up.sh`. Results and
-# the processes' logs are kept in target/bench/. Takes about 20 minutes on 2 cores.
+# the processes' logs are kept in target/bench/. Takes about 30 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[bench] %s\n' "$*" >&2; }
