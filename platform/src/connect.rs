@@ -25,6 +25,10 @@ pub enum Plans {
     /// that a plan made while a table was nearly empty (a fresh database)
     /// is still an index lookup when the table holds millions of rows.
     /// Both measured with pg_stat_statements and auto_explain (bench/NOTES.md).
+    /// JIT is off: the scan a disabled plan type still needs (a count for a
+    /// gauge) is costed ten billion higher, far past `jit_above_cost`, and
+    /// was compiled, inlined and optimised at each call (120-130 ms of
+    /// CPU for a count of a few hundred rows).
     KeyedLookups,
 }
 
@@ -39,7 +43,14 @@ pub async fn postgres(url: &str, max_connections: u32, plans: Plans) -> anyhow::
             ("enable_seqscan", "off"),
             ("enable_hashjoin", "off"),
             ("enable_mergejoin", "off"),
+            ("jit", "off"),
         ]);
+    }
+    // Who is who in pg_stat_activity and the server's logs, unless the URL says.
+    if options.get_application_name().is_none()
+        && let Some(program) = program_name()
+    {
+        options = options.application_name(&program);
     }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
@@ -47,6 +58,12 @@ pub async fn postgres(url: &str, max_connections: u32, plans: Plans) -> anyhow::
         .acquire_timeout(settings::millis("DB_ACQUIRE_TIMEOUT_MS", 2_000)?)
         .connect_lazy_with(options);
     Ok(pool)
+}
+
+/// The running program's file name (`command-api`, `projectors`, ...).
+fn program_name() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.file_stem()?.to_string_lossy().into_owned())
 }
 
 pub async fn nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {

@@ -556,3 +556,40 @@ async fn one_command_and_everything_it_caused_form_one_trace_exported_over_otlp(
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn request_path_sessions_name_their_program_and_never_jit_compile_a_scan() {
+    let env = TestEnv::new().await;
+    let pg = platform::connect::postgres(&env.database_url, 1, platform::connect::Plans::KeyedLookups)
+        .await
+        .expect("pool");
+    let (jit, app): (String, String) =
+        sqlx::query_as("SELECT current_setting('jit'), current_setting('application_name')")
+            .fetch_one(&pg)
+            .await
+            .expect("settings");
+    assert_eq!(jit, "off");
+    let exe = std::env::current_exe().expect("exe");
+    assert_eq!(app, exe.file_stem().expect("stem").to_string_lossy());
+    // enable_seqscan = off costs the scan a count needs ten billion, far past
+    // jit_above_cost: the janitor's gauges were compiled at every call.
+    let plan: Value = sqlx::query_scalar("EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM devices WHERE last_token_at > now() - interval '180 seconds'",
+    )
+        .fetch_one(&pg)
+        .await
+        .expect("explain");
+    assert!(plan[0].get("JIT").is_none(), "JIT compiled a count: {plan}");
+    // A URL that names the application keeps its name.
+    let named = platform::connect::postgres(
+        &format!("{}?application_name=portal-report", env.database_url),
+        1,
+        platform::connect::Plans::Default,
+    )
+    .await
+    .expect("pool");
+    let app: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(&named)
+        .await
+        .expect("name");
+    assert_eq!(app, "portal-report");
+}
