@@ -577,3 +577,39 @@ async fn the_query_api_describes_its_routes() {
     read.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn each_projection_keeps_its_own_checkpoint_statements_on_a_shared_connection() {
+    // A projection's batch runs under its own search_path, and PostgreSQL
+    // re-plans a cached statement whenever the path differs from the one it
+    // was planned under: one statement shared by every projection was
+    // re-planned at most of its calls.
+    let env = TestEnv::new().await;
+    let mut conn = env.pg.acquire().await.expect("connection");
+    for (schema, name) in [("rm_bills", "bills"), ("rm_sales", "store_daily_sales"), ("rm_bills", "bills")] {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+        sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
+            .execute(&mut *tx)
+            .await
+            .expect("path");
+        let at = projectors::checkpoint::lock(&mut tx, name).await.expect("lock");
+        projectors::checkpoint::advance(&mut tx, name, at + 1, None).await.expect("advance");
+        tx.commit().await.expect("commit");
+    }
+    let prepared: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_prepared_statements
+          WHERE (statement LIKE '%public.projection_checkpoints AS c%'
+                 OR statement LIKE '%UPDATE public.projection_checkpoints%SET stream_seq%')
+            AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("prepared statements");
+    assert_eq!(prepared, 4, "a lock and an advance per projection");
+    let bills: i64 =
+        sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = 'bills'")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("checkpoint");
+    assert_eq!(bills, 2);
+}
