@@ -27,8 +27,8 @@ pub enum Plans {
     /// Both measured with pg_stat_statements and auto_explain (bench/NOTES.md).
     /// JIT is off: the scan a disabled plan type still needs (a count for a
     /// gauge) is costed ten billion higher, far past `jit_above_cost`, and
-    /// was compiled, inlined and optimised at each call (120-130 ms of
-    /// CPU for a count of a few hundred rows).
+    /// was compiled, inlined and optimised at each call (120-133 ms of
+    /// CPU for a count of a few hundred rows; `bench/NOTES.md`, step 47).
     KeyedLookups,
 }
 

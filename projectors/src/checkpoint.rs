@@ -46,7 +46,7 @@ pub async fn advance(
 /// under its own `search_path`, and PostgreSQL re-plans a cached statement
 /// whenever the path differs from the one it was planned under: shared by
 /// the three projections, these two statements were re-planned at 83% of
-/// their calls (`bench/NOTES.md`, step 46).
+/// their calls (`bench/NOTES.md`, step 47).
 fn own_statement(name: &str, sql: &str) -> String {
     format!("/* {name} */ {sql}")
 }

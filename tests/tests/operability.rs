@@ -573,8 +573,8 @@ async fn request_path_sessions_name_their_program_and_never_jit_compile_a_scan()
     assert_eq!(app, exe.file_stem().expect("stem").to_string_lossy());
     // enable_seqscan = off costs the scan a count needs ten billion, far past
     // jit_above_cost: the janitor's gauges were compiled at every call.
-    let plan: Value = sqlx::query_scalar("EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM devices WHERE last_token_at > now() - interval '180 seconds'",
-    )
+    let gauge = "SELECT count(*) FROM devices WHERE last_token_at > now() - interval '180 seconds'";
+    let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {gauge}"))
         .fetch_one(&pg)
         .await
         .expect("explain");
