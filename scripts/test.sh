@@ -23,6 +23,8 @@ for db in $(runuser_psql -qtAc "SELECT datname FROM pg_database WHERE datname LI
 done
 # The end-to-end tests start the real binaries, so build them first.
 cargo build --workspace --bins
+# Streams left behind by interrupted or failed test runs.
+target/debug/sweep-test-streams || echo "[test] could not sweep leftover test streams" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

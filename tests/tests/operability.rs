@@ -592,4 +592,7 @@ async fn request_path_sessions_name_their_program_and_never_jit_compile_a_scan()
         .await
         .expect("name");
     assert_eq!(app, "portal-report");
+    pg.close().await;
+    named.close().await;
+    env.cleanup().await;
 }

@@ -612,4 +612,6 @@ async fn each_projection_keeps_its_own_checkpoint_statements_on_a_shared_connect
             .await
             .expect("checkpoint");
     assert_eq!(bills, 2);
+    drop(conn);
+    env.cleanup().await;
 }
