@@ -32,6 +32,21 @@ pub struct Merchant {
     pub devices: Vec<(Uuid, String)>,
 }
 
+/// A test's stream prefix: `T` and eight upper-case hex digits of its tag.
+fn stream_prefix(tag: &str) -> String {
+    format!("T{}", tag[16..24].to_uppercase())
+}
+
+/// Whether `stream` is named with a test's prefix ([`stream_prefix`]), then
+/// `_` and the stream's own name: what `sweep-test-streams` may delete.
+pub fn is_test_stream(stream: &str) -> bool {
+    let Some((prefix, rest)) = stream.split_once('_') else { return false };
+    !rest.is_empty()
+        && prefix.len() == 9
+        && prefix.starts_with('T')
+        && prefix[1..].chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+}
+
 impl TestEnv {
     /// A fresh database (migrated) and stream namespace on the shared servers.
     pub async fn new() -> Self {
@@ -61,7 +76,7 @@ impl TestEnv {
             nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
             subject_prefix: format!("t{}", &tag[16..24]),
-            stream_prefix: format!("T{}", tag[16..24].to_uppercase()),
+            stream_prefix: stream_prefix(&tag),
             keys: JwtKeys::parse(JWT_KEYS, None).expect("test keys"),
         }
     }
@@ -176,5 +191,22 @@ impl TestEnv {
             .output()
             .await
             .expect("posctl runs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Uuid, is_test_stream, stream_prefix};
+
+    #[test]
+    fn only_streams_with_a_test_prefix_are_swept() {
+        let made = stream_prefix(&Uuid::new_v4().simple().to_string());
+        assert!(is_test_stream(&format!("{made}_EVENTS")), "{made}");
+        assert!(is_test_stream("TBF184C62_WORK_RECEIPTS"));
+        for kept in
+            ["SMARTPOS_EVENTS", "BENCH_EVENTS", "AB_DLQ", "TBF184C6_EVENTS", "Tbf184c62_EVENTS", "T81582110"]
+        {
+            assert!(!is_test_stream(kept), "{kept}");
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! Deletes the JetStream streams earlier test runs left behind on the NATS
 //! server at `NATS_URL`: a test that fails never reaches its cleanup. Only
-//! streams named with a test's prefix (`T` and eight upper-case hex digits,
-//! see `TestEnv`) go. `scripts/test.sh` runs it before the suite, as it
-//! drops leftover test databases; never run it while tests are running.
+//! streams named with a test's prefix go ([`smartpos_tests::env::is_test_stream`]).
+//! `scripts/test.sh` runs it before the suite, as it drops leftover test
+//! databases; never run it while tests are running.
 
 use futures_util::TryStreamExt;
+use smartpos_tests::env::is_test_stream;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -20,29 +21,4 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("[test] deleted {deleted} streams left by earlier test runs");
     }
     Ok(())
-}
-
-/// A test's stream: `T` and eight upper-case hex digits, then `_` and the stream's own name.
-fn is_test_stream(name: &str) -> bool {
-    let Some((prefix, rest)) = name.split_once('_') else { return false };
-    !rest.is_empty()
-        && prefix.len() == 9
-        && prefix.starts_with('T')
-        && prefix[1..].chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_test_stream;
-
-    #[test]
-    fn only_streams_with_a_test_prefix_are_swept() {
-        assert!(is_test_stream("TBF184C62_WORK_RECEIPTS"));
-        assert!(is_test_stream("T81582110_EVENTS"));
-        for kept in
-            ["SMARTPOS_EVENTS", "BENCH_EVENTS", "AB_DLQ", "TBF184C6_EVENTS", "Tbf184c62_EVENTS", "T81582110"]
-        {
-            assert!(!is_test_stream(kept), "{kept}");
-        }
-    }
 }
