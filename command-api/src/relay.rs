@@ -109,9 +109,11 @@ impl Relay {
         listener: &mut PgListener,
     ) -> anyhow::Result<()> {
         let mut backoff = new_backoff();
-        let mut last_ping = std::time::Instant::now();
+        // Every round runs on the session that holds the lock, at least once
+        // per poll interval: a broken session fails the round, which then
+        // finds the lock lost (below) and leads again from a new session.
         while !shutdown.is_triggered() {
-            match self.drain_once().await {
+            match self.drain_once(lock_conn).await {
                 Ok(n) => {
                     backoff = new_backoff();
                     if n as i64 >= self.cfg.batch {
@@ -127,13 +129,10 @@ impl Relay {
                         "relay round failed"
                     );
                     pause(shutdown, delay).await;
+                    // A broken session has lost the lock: lead again from a new one.
+                    keep_lock(lock_conn).await?;
                     continue;
                 }
-            }
-            // The leader's session holds the lock; prove it alive once a second.
-            if last_ping.elapsed() >= Duration::from_secs(1) {
-                keep_lock(lock_conn).await?;
-                last_ping = std::time::Instant::now();
             }
             let woken = tokio::select! {
                 _ = shutdown.wait() => false,
@@ -149,13 +148,18 @@ impl Relay {
     }
 
     /// Publishes one batch and deletes what was stored; returns how many rows it published.
-    pub async fn drain_once(&self) -> anyhow::Result<usize> {
-        let rows = self.fetch().await?;
+    ///
+    /// The leader runs its rounds on the session that holds its lock, rather
+    /// than taking a connection from the pool for each statement: sqlx tests
+    /// every connection given back with a round trip of its own
+    /// (`bench/NOTES.md`, step 50).
+    pub async fn drain_once(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
+        let rows = self.fetch(conn).await?;
         if rows.is_empty() {
             return Ok(0);
         }
         let (acked, failure) = self.publish(&rows).await;
-        self.delete_published(&acked).await?;
+        self.delete_published(conn, &acked).await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(acked.len()),
@@ -163,13 +167,13 @@ impl Relay {
     }
 
     /// The next unpublished rows, oldest first.
-    pub async fn fetch(&self) -> anyhow::Result<Vec<OutboxRow>> {
+    pub async fn fetch(&self, conn: &mut PgConnection) -> anyhow::Result<Vec<OutboxRow>> {
         let started = Instant::now();
         let rows = sqlx::query_as::<_, OutboxRow>(
             "SELECT id, event_id, subject, headers, payload FROM outbox ORDER BY id LIMIT $1",
         )
         .bind(self.cfg.batch)
-        .fetch_all(&self.pg)
+        .fetch_all(conn)
         .await?;
         metrics::histogram!("db_query_duration_seconds", "operation" => "outbox_fetch")
             .record(started.elapsed().as_secs_f64());
@@ -218,11 +222,11 @@ impl Relay {
     }
 
     /// Removes rows JetStream acknowledged storing.
-    pub async fn delete_published(&self, ids: &[i64]) -> anyhow::Result<()> {
+    pub async fn delete_published(&self, conn: &mut PgConnection, ids: &[i64]) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(&self.pg).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(conn).await?;
         Ok(())
     }
 }

@@ -6,10 +6,11 @@
 //! process starts (and keeps accepting commands) while they are down.
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::settings;
 
@@ -31,6 +32,15 @@ pub enum Plans {
     /// CPU for a count of a few hundred rows; `bench/NOTES.md`, step 47).
     KeyedLookups,
 }
+
+/// A connection idle this long is pinged before it is used again. sqlx pings
+/// every connection it hands out by default, a round trip that does nothing
+/// for a connection given back moments ago, when the pool pinged it on its
+/// release (`bench/NOTES.md`, step 50).
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest a held connection's ping may take ([`HeldConnection::get`]).
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn postgres(url: &str, max_connections: u32, plans: Plans) -> anyhow::Result<PgPool> {
     let mut options = PgConnectOptions::from_str(url)
@@ -56,8 +66,65 @@ pub async fn postgres(url: &str, max_connections: u32, plans: Plans) -> anyhow::
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(settings::millis("DB_ACQUIRE_TIMEOUT_MS", 2_000)?)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options);
     Ok(pool)
+}
+
+/// A connection that a loop keeps between its transactions (a command lane,
+/// the outbox relay, a projection runner) instead of taking one from the pool
+/// each time: sqlx tests each connection given back to the pool with a round
+/// trip of its own, a wake-up of the server and of the loop for nothing when
+/// the loop wants a connection again a millisecond later (`bench/NOTES.md`,
+/// step 50).
+///
+/// Like the pool, it pings a connection idle for [`PING_IDLE_AFTER`] before
+/// using it, and opens a new one if the ping fails. After an error, call
+/// [`HeldConnection::release`]: the connection goes back to the pool, whose
+/// test closes it if it is broken, and the next use takes one from the pool.
+pub struct HeldConnection {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+    last_used: Instant,
+}
+
+impl HeldConnection {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, conn: None, last_used: Instant::now() }
+    }
+
+    /// The held connection, or a new one from the pool.
+    pub async fn get(&mut self) -> sqlx::Result<&mut PgConnection> {
+        // Bounded like the pool's acquire: a server that stopped answering
+        // fails this fast instead of holding the loop.
+        if let Some(conn) = &mut self.conn
+            && self.last_used.elapsed() >= PING_IDLE_AFTER
+            && !matches!(tokio::time::timeout(PING_TIMEOUT, conn.ping()).await, Ok(Ok(())))
+        {
+            self.conn = None;
+        }
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            empty => empty.insert(self.pool.acquire().await?),
+        };
+        self.last_used = Instant::now();
+        Ok(&mut **conn)
+    }
+
+    /// Gives the connection back to the pool, whose test closes it if it is
+    /// broken: after any error, since a session the server ended answers
+    /// with an error of its own (57P01) before it closes.
+    pub fn release(&mut self) {
+        self.conn = None;
+    }
 }
 
 /// The running program's file name (`command-api`, `projectors`, ...).

@@ -415,7 +415,8 @@ async fn apply_shadow(
     if batch.is_empty() {
         return Ok(());
     }
-    match apply_batch_mode(pg, projection, shadow, shadow_cp, batch, strict, Mode::Shadow).await {
+    let mut conn = pg.acquire().await?;
+    match apply_batch_mode(&mut conn, projection, shadow, shadow_cp, batch, strict, Mode::Shadow).await {
         Ok(applied) => {
             state.applied += applied.applied;
             Ok(())

@@ -22,13 +22,14 @@
 use async_nats::jetstream::consumer::{DeliverPolicy, FromConsumer, PullConsumer, pull};
 use async_nats::jetstream::{self};
 use futures_util::StreamExt;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint;
 use crate::event::{self, Event};
 use crate::projections::{ApplyError, Projection};
 use platform::Shutdown;
+use platform::connect::HeldConnection;
 
 #[derive(Clone)]
 pub struct Runner {
@@ -179,6 +180,8 @@ impl Runner {
         let consumer = self.position().await.map_err(retry)?;
         tracing::info!(projection = name, consumer = %self.consumer, "projection running");
         let mut announcer = self.notices.as_ref().map(BillsNotices::term);
+        // Batches run on a connection of their own, kept from batch to batch.
+        let mut held = HeldConnection::new(self.pg.clone());
         while !shutdown.is_triggered() {
             let messages = self.fetch(&consumer).await.map_err(retry)?;
             if let Some(announcer) = &mut announcer {
@@ -188,7 +191,7 @@ impl Runner {
                 continue;
             }
             let short = messages.len() < self.batch;
-            self.apply_and_ack(messages, &mut announcer, shutdown).await?;
+            self.apply_and_ack(&mut held, messages, &mut announcer, shutdown).await?;
             if short && !self.linger.is_zero() && pause(shutdown, self.linger).await {
                 break;
             }
@@ -288,6 +291,7 @@ impl Runner {
 
     async fn apply_and_ack(
         &self,
+        held: &mut HeldConnection,
         messages: Vec<jetstream::Message>,
         announcer: &mut Option<Announcer>,
         shutdown: &Shutdown,
@@ -311,17 +315,17 @@ impl Runner {
         let mut first_available = self.first_available.load(Relaxed);
         let mut asked = false;
         let applied = loop {
-            match apply_batch_mode(
-                &self.pg,
-                self.projection,
-                self.projection.schema(),
-                name,
-                &decoded,
-                Some(first_available),
-                Mode::Bulk,
-            )
-            .await
-            {
+            let outcome = match held.get().await {
+                Ok(conn) => {
+                    let (p, schema) = (self.projection, self.projection.schema());
+                    apply_batch_mode(conn, p, schema, name, &decoded, Some(first_available), Mode::Bulk).await
+                }
+                Err(e) => Err(BatchError::Database(e)),
+            };
+            if outcome.is_err() {
+                held.release();
+            }
+            match outcome {
                 Ok(outcome) => break outcome,
                 Err(BatchError::Gap(e)) => return Err(Lead::Stalled(gap_seq(&e), e.to_string())),
                 Err(BatchError::OutOfOrder { .. }) if !asked => {
@@ -431,7 +435,8 @@ pub async fn apply_batch_with(
     events: &[Event],
     first_available: Option<i64>,
 ) -> Result<Applied, BatchError> {
-    apply_batch_mode(pg, projection, schema, name, events, first_available, Mode::OneByOne).await
+    let mut conn = pg.acquire().await?;
+    apply_batch_mode(&mut conn, projection, schema, name, events, first_available, Mode::OneByOne).await
 }
 
 /// How [`apply_batch_mode`] applies a batch, and commits it.
@@ -454,7 +459,7 @@ pub enum Mode {
 /// As [`apply_batch_with`], in `mode`. A hole in an aggregate's versions
 /// fails the whole batch in every mode, naming the same event.
 pub async fn apply_batch_mode(
-    pg: &PgPool,
+    conn: &mut PgConnection,
     projection: Projection,
     schema: &str,
     name: &str,
@@ -465,7 +470,7 @@ pub async fn apply_batch_mode(
     // Session settings ride with BEGIN (one simple query, no round trip of its own).
     let unflushed = if mode == Mode::Shadow { "; SET LOCAL synchronous_commit = off" } else { "" };
     let mut tx =
-        pg.begin_with(format!("BEGIN; SET LOCAL search_path TO {schema}, public{unflushed}")).await?;
+        conn.begin_with(format!("BEGIN; SET LOCAL search_path TO {schema}, public{unflushed}")).await?;
     let mut checkpoint = checkpoint::lock(&mut tx, name).await?;
     let mut outcome = Applied { checkpoint, ..Applied::default() };
     let mut last_time = None;

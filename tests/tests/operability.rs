@@ -596,3 +596,49 @@ async fn request_path_sessions_name_their_program_and_never_jit_compile_a_scan()
     named.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_held_connection_keeps_its_session_and_replaces_one_the_server_closed() {
+    use platform::connect::{HeldConnection, PING_IDLE_AFTER};
+    let env = TestEnv::new().await;
+    let pool = platform::connect::postgres(&env.database_url, 4, platform::connect::Plans::KeyedLookups)
+        .await
+        .expect("pool");
+    let mut held = HeldConnection::new(pool.clone());
+    let first = pid(held.get().await.expect("connection")).await.expect("pid");
+    assert_eq!(pid(held.get().await.expect("connection")).await.expect("pid"), first, "the session is kept");
+
+    // A session the server closed, used at once: the error is the caller's
+    // (57P01, the server's own answer), and after release() the next get is
+    // a new, working session.
+    let killer = |victim: i32| {
+        let pool = pool.clone();
+        async move {
+            let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+                .bind(victim)
+                .fetch_one(&pool)
+                .await
+                .expect("terminate");
+            assert!(ended, "backend {victim} did not end");
+        }
+    };
+    killer(first).await;
+    let broken = pid(held.get().await.expect("connection")).await.expect_err("the session is gone");
+    assert!(broken.as_database_error().is_some_and(|e| e.code().as_deref() == Some("57P01")), "{broken}");
+    held.release();
+    let second = pid(held.get().await.expect("connection")).await.expect("a new session works");
+    assert_ne!(second, first);
+
+    // Closed while idle longer than PING_IDLE_AFTER: get() notices and the caller never sees it.
+    killer(second).await;
+    tokio::time::sleep(PING_IDLE_AFTER + Duration::from_millis(100)).await;
+    let third = pid(held.get().await.expect("connection")).await.expect("replaced before use");
+    assert_ne!(third, second);
+    drop(held);
+    pool.close().await;
+    env.cleanup().await;
+}
+
+async fn pid(conn: &mut sqlx::PgConnection) -> sqlx::Result<i32> {
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await
+}

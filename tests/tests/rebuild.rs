@@ -460,12 +460,20 @@ async fn a_rebuild_and_a_replay_wait_out_a_stalled_broker_and_miss_nothing() {
 
 /// Applies `events` to every projection's live schema, `batch` at a time.
 async fn apply_stream(env: &TestEnv, events: &[projectors::event::Event], batch: usize, mode: Mode) {
+    let mut conn = env.pg.acquire().await.expect("connection");
     for p in Projection::ALL {
         for chunk in events.chunks(batch) {
-            let applied =
-                projectors::runner::apply_batch_mode(&env.pg, p, p.schema(), p.name(), chunk, Some(1), mode)
-                    .await
-                    .expect("the batch applies");
+            let applied = projectors::runner::apply_batch_mode(
+                &mut conn,
+                p,
+                p.schema(),
+                p.name(),
+                chunk,
+                Some(1),
+                mode,
+            )
+            .await
+            .expect("the batch applies");
             assert_eq!(applied.last_index, Some(chunk.len() - 1), "{} left part of a batch", p.name());
         }
     }

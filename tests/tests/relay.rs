@@ -186,13 +186,14 @@ async fn a_relay_that_dies_between_publish_and_delete_publishes_no_duplicate() {
     };
     let relay = Relay::new(env.pg.clone(), async_nats::jetstream::new(nats), cfg);
     // The first relay publishes everything, then "dies" before deleting anything.
-    let rows = relay.fetch().await.expect("rows");
+    let mut conn = env.pg.acquire().await.expect("connection");
+    let rows = relay.fetch(&mut conn).await.expect("rows");
     assert_eq!(rows.len(), total);
     let (acked, failure) = relay.publish(&rows).await;
     assert!(failure.is_none() && acked.len() == total);
     assert_eq!(unpublished(&env).await as usize, total, "nothing was deleted");
     // Its successor publishes the same rows again and deletes them.
-    assert_eq!(relay.drain_once().await.expect("drain"), total);
+    assert_eq!(relay.drain_once(&mut conn).await.expect("drain"), total);
     assert_eq!(unpublished(&env).await, 0);
     let stored = stream::read_all(&env.nats_url, &env.events_stream()).await;
     assert_eq!(stored.len(), total, "the republished rows were deduplicated by Nats-Msg-Id");

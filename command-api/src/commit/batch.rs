@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::{Job, Reply, Work};
@@ -82,12 +82,12 @@ struct Draft {
 /// has happened the batch's advisory locks are held, and the jobs run again
 /// alone would find their own keys "in flight".
 pub async fn run(
-    pg: &PgPool,
+    conn: &mut PgConnection,
     prefix: &str,
     jobs: &[Job],
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<Reply, ApiError>>, Failed> {
-    let mut tx = pg.begin().await?;
+    let mut tx = conn.begin().await?;
     match decide_and_write(&mut tx, prefix, jobs, now).await {
         Ok((answers, true)) => {
             tx.commit().await?;

@@ -41,6 +41,7 @@ use crate::store::orders::{Find, Scope};
 use crate::store::outbox;
 use crate::store::stores::StoreContext;
 use crate::wake::OutboxWake;
+use platform::connect::HeldConnection;
 
 pub use batch::Changed;
 
@@ -126,7 +127,11 @@ impl Committer {
         let lanes = (0..cfg.lanes.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(cfg.batch_max.max(1) * 4);
-                let lane = Lane { pg: pg.clone(), prefix: subject_prefix.clone(), wake: wake.clone() };
+                let lane = Lane {
+                    pg: HeldConnection::new(pg.clone()),
+                    prefix: subject_prefix.clone(),
+                    wake: wake.clone(),
+                };
                 tokio::spawn(lane.run(cfg.batch_max.max(1), rx));
                 tx
             })
@@ -149,13 +154,14 @@ fn lane_of(device: Uuid, lanes: usize) -> usize {
 
 /// One lane: its batches run one after another, on one connection at a time.
 struct Lane {
-    pg: PgPool,
+    /// The lane's own connection, kept from batch to batch.
+    pg: HeldConnection,
     prefix: String,
     wake: OutboxWake,
 }
 
 impl Lane {
-    async fn run(self, batch_max: usize, mut rx: mpsc::Receiver<Pending>) {
+    async fn run(mut self, batch_max: usize, mut rx: mpsc::Receiver<Pending>) {
         let mut pending: Vec<Pending> = Vec::with_capacity(batch_max);
         while rx.recv_many(&mut pending, batch_max).await > 0 {
             // A caller that gave up (timed out, disconnected) is not waited for:
@@ -171,11 +177,13 @@ impl Lane {
             let n = jobs.len();
             metrics::histogram!("command_batch_size").record(n as f64);
             // A panic in a command's code fails its batch, not the lane.
-            let answers = AssertUnwindSafe(run(&self.pg, &self.prefix, &self.wake, jobs))
+            let answers = AssertUnwindSafe(run_on(&mut self.pg, &self.prefix, &self.wake, jobs))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
                     tracing::error!(jobs = n, "a command panicked; its batch is answered 500");
+                    // Its transaction was dropped, not ended: start again on a fresh session.
+                    self.pg.release();
                     (0..n).map(|_| Err(ApiError::Internal(anyhow::anyhow!("a command panicked")))).collect()
                 });
             for (reply, answer) in replies.into_iter().zip(answers) {
@@ -195,8 +203,18 @@ pub async fn run(
     wake: &OutboxWake,
     jobs: Vec<Job>,
 ) -> Vec<Result<Reply, ApiError>> {
+    run_on(&mut HeldConnection::new(pg.clone()), prefix, wake, jobs).await
+}
+
+/// As [`run`], on a lane's connection.
+async fn run_on(
+    pg: &mut HeldConnection,
+    prefix: &str,
+    wake: &OutboxWake,
+    jobs: Vec<Job>,
+) -> Vec<Result<Reply, ApiError>> {
     let started = std::time::Instant::now();
-    let outcome = batch::run(pg, prefix, &jobs, Utc::now()).await;
+    let outcome = run_batch(pg, prefix, &jobs).await;
     metrics::histogram!("db_query_duration_seconds", "operation" => "command_transaction")
         .record(started.elapsed().as_secs_f64());
     let answers = match outcome {
@@ -206,7 +224,7 @@ pub async fn run(
             tracing::debug!(error = %e, jobs = jobs.len(), "batch rolled back; running its jobs one by one");
             let mut answers = Vec::with_capacity(jobs.len());
             for job in jobs {
-                answers.push(match batch::run(pg, prefix, std::slice::from_ref(&job), Utc::now()).await {
+                answers.push(match run_batch(pg, prefix, std::slice::from_ref(&job)).await {
                     Ok(mut one) => one.pop().unwrap_or(Err(ApiError::Unavailable("command lanes"))),
                     Err(e) => Err(e.into_api_error()),
                 });
@@ -217,4 +235,19 @@ pub async fn run(
     };
     wake.committed();
     answers
+}
+
+/// One transaction of `jobs` on `pg`, which goes back to the pool if the
+/// transaction failed for a reason other than the server's answer.
+async fn run_batch(
+    pg: &mut HeldConnection,
+    prefix: &str,
+    jobs: &[Job],
+) -> Result<Vec<Result<Reply, ApiError>>, batch::Failed> {
+    let conn = pg.get().await?;
+    let outcome = batch::run(conn, prefix, jobs, Utc::now()).await;
+    if outcome.is_err() {
+        pg.release();
+    }
+    outcome
 }
