@@ -68,6 +68,9 @@ pub async fn issue_token(
     // statement that counts the token (if the device's event sequence is
     // still the one read) and appends its event. A concurrent exchange for
     // the same device moves the sequence; then read again, a moment later.
+    // Both on one connection: each trip through the pool costs a round trip
+    // of its own (sqlx tests the connection given back; `bench/NOTES.md`, step 50).
+    let mut conn = state.pg.acquire().await?;
     for attempt in 0..5u64 {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(attempt * 3)).await;
@@ -76,7 +79,7 @@ pub async fn issue_token(
             "SELECT merchant_id, store_id, secret_hash, active, token_count, event_seq FROM devices WHERE id = $1",
         )
         .bind(req.device_id)
-        .fetch_optional(&state.pg)
+        .fetch_optional(&mut *conn)
         .await?;
         let given = hash_secret(&req.device_secret);
         let Some((merchant_id, store_id, stored, active, tokens, seq)) = row else {
@@ -116,7 +119,7 @@ pub async fn issue_token(
             .bind(req.device_id)
             .bind(seq)
             .bind(now)
-            .execute(&state.pg)
+            .execute(&mut *conn)
             .await?;
         if counted.rows_affected() == 0 {
             continue;
