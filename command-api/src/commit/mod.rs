@@ -237,8 +237,8 @@ async fn run_on(
     answers
 }
 
-/// One transaction of `jobs` on `pg`, which goes back to the pool if the
-/// transaction failed for a reason other than the server's answer.
+/// One transaction of `jobs` on the lane's connection, which goes back to the
+/// pool if the transaction failed (see [`HeldConnection::release`]).
 async fn run_batch(
     pg: &mut HeldConnection,
     prefix: &str,
