@@ -639,6 +639,31 @@ async fn a_held_connection_keeps_its_session_and_replaces_one_the_server_closed(
     env.cleanup().await;
 }
 
+#[tokio::test]
+async fn the_pool_replaces_an_idle_connection_the_server_closed_before_handing_it_out() {
+    use sqlx::Connection;
+    let env = TestEnv::new().await;
+    let pool = platform::connect::postgres(&env.database_url, 1, platform::connect::Plans::KeyedLookups)
+        .await
+        .expect("pool");
+    let first = pid(&mut pool.acquire().await.expect("connection")).await.expect("pid");
+    // The pool's only connection, ended by the server while it sits idle.
+    let mut killer = sqlx::PgConnection::connect(&env.database_url).await.expect("connect");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(first)
+        .fetch_one(&mut killer)
+        .await
+        .expect("terminate");
+    assert!(ended, "backend {first} did not end");
+    // Idle past PING_IDLE_AFTER: tested before it is handed out, and replaced.
+    tokio::time::sleep(platform::connect::PING_IDLE_AFTER + Duration::from_millis(100)).await;
+    let second = pid(&mut pool.acquire().await.expect("connection")).await.expect("a live session");
+    assert_ne!(second, first);
+    killer.close().await.expect("close");
+    pool.close().await;
+    env.cleanup().await;
+}
+
 async fn pid(conn: &mut sqlx::PgConnection) -> sqlx::Result<i32> {
     sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await
 }
