@@ -335,7 +335,7 @@ pub async fn rebuild(
     let live = projection.schema();
     let shadow = format!("{live}__shadow");
     let shadow_cp = format!("{}@rebuild", projection.name());
-    let tables = prepare_shadow(pg, projection, &shadow, &shadow_cp).await?;
+    let prepared = prepare_shadow(pg, projection, &shadow, &shadow_cp).await?;
     let (first, target) = source.bounds().await?;
     let mut fill = Fill {
         source,
@@ -348,11 +348,12 @@ pub async fn rebuild(
         started: Instant::now(),
         progress,
     };
-    // Fill the shadow up to the stream's head as the rebuild began, then up
-    // to where the head has moved meanwhile, so that the catch-up under the
-    // live checkpoint's lock is short.
+    // Fill the shadow up to the stream's head as the rebuild began, build the
+    // query side's indexes, then fill up to where the head has moved
+    // meanwhile, so that the catch-up under the live checkpoint's lock is short.
     const UNCHANGED: &str = "rebuild stopped; the live read model is unchanged";
     fill.to(target).await.context(UNCHANGED)?;
+    build_query_indexes(pg, &prepared).await.context(UNCHANGED)?;
     fill.to(source.bounds().await?.1).await.context(UNCHANGED)?;
     // Swap: hold the live checkpoint, catch the shadow up to it, replace.
     let mut tx = pg.begin().await?;
@@ -376,7 +377,7 @@ pub async fn rebuild(
             checkpoint::advance(&mut tx, projection.name(), shadow_at.max(live_checkpoint), None).await?;
         }
         Some(m) => {
-            for t in &tables {
+            for t in &prepared.tables {
                 sqlx::query(&format!("DELETE FROM {live}.{t} WHERE merchant_id = $1"))
                     .bind(m)
                     .execute(&mut *tx)
@@ -426,16 +427,24 @@ async fn apply_shadow(
     }
 }
 
+/// A fresh, empty shadow of a projection's schema.
+struct Shadow {
+    tables: Vec<String>,
+    /// `CREATE INDEX` statements on the shadow for the projection's
+    /// [`Projection::query_indexes`], to run once it is filled.
+    query_indexes: Vec<String>,
+}
+
 /// A fresh, empty copy of every table of the projection's schema in schema
 /// `shadow`, with the live tables' constraints and indexes under their live
-/// names, so that the swap renames nothing a migration may refer to.
-/// Returns the table names.
+/// names, so that the swap renames nothing a migration may refer to. The
+/// query side's indexes are left for [`build_query_indexes`].
 async fn prepare_shadow(
     pg: &PgPool,
     projection: Projection,
     shadow: &str,
     shadow_cp: &str,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Shadow> {
     let live = projection.schema();
     // Each table with its storage parameters (a fill factor), which LIKE does not copy.
     let tables: Vec<(String, Option<String>)> = sqlx::query_as(
@@ -456,8 +465,8 @@ async fn prepare_shadow(
     .bind(live)
     .fetch_all(pg)
     .await?;
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT i.indexdef FROM pg_indexes i
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexname::text, i.indexdef FROM pg_indexes i
           WHERE i.schemaname = $1
             AND NOT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_class x ON x.oid = c.conindid
                              JOIN pg_namespace n ON n.oid = x.relnamespace
@@ -483,15 +492,45 @@ async fn prepare_shadow(
             .execute(&mut *tx)
             .await?;
     }
-    for definition in &indexes {
-        sqlx::query(&on_schema(definition, live, shadow)?).execute(&mut *tx).await?;
+    let deferred = projection.query_indexes();
+    for name in deferred {
+        anyhow::ensure!(
+            indexes.iter().any(|(n, _)| n == name),
+            "{live} has no index {name}: Projection::query_indexes names it"
+        );
+    }
+    let mut query_indexes = Vec::new();
+    for (name, definition) in &indexes {
+        let on_shadow = on_schema(definition, live, shadow)?;
+        if deferred.contains(&name.as_str()) {
+            query_indexes.push(on_shadow);
+        } else {
+            sqlx::query(&on_shadow).execute(&mut *tx).await?;
+        }
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
         .bind(shadow_cp)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(tables.into_iter().map(|(t, _)| t).collect())
+    Ok(Shadow { tables: tables.into_iter().map(|(t, _)| t).collect(), query_indexes })
+}
+
+/// Builds the filled shadow's query-side indexes, each by one sort.
+async fn build_query_indexes(pg: &PgPool, shadow: &Shadow) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for definition in &shadow.query_indexes {
+        let mut tx = pg.begin().await?;
+        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
+        sqlx::query(definition).execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    tracing::info!(
+        indexes = shadow.query_indexes.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "query indexes built"
+    );
+    Ok(())
 }
 
 /// A live index's definition (`CREATE INDEX name ON live.table ...`) moved to `shadow`.

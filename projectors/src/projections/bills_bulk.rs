@@ -29,9 +29,13 @@ struct Bill {
     device_id: Option<Uuid>,
     currency: String,
     status: String,
-    /// As stored: the bulk path never looks inside, so it never parses them.
-    lines: Json<Box<RawValue>>,
-    taxes: Json<Box<RawValue>>,
+    /// A new bill's lines and taxes, written once as the order event carried
+    /// them. `None` for a stored bill: they never change after creation, so
+    /// they are neither read back nor sent again.
+    #[sqlx(skip)]
+    lines: Option<Box<RawValue>>,
+    #[sqlx(skip)]
+    taxes: Option<Box<RawValue>>,
     subtotal: i64,
     tax: i64,
     total: i64,
@@ -90,8 +94,7 @@ pub async fn apply_many(conn: &mut PgConnection, batch: &[&Event]) -> Result<(),
         return Ok(());
     }
     let mut bills: HashMap<Uuid, Bill> = sqlx::query_as::<_, Bill>(
-        "SELECT order_id, merchant_id, store_id, device_id, currency::text AS currency, status, lines, taxes,
-                subtotal, tax, total, paid, tips, refunded, business_date, created_at, updated_at, version
+        "SELECT order_id, merchant_id, store_id, device_id, currency::text AS currency, status, subtotal, tax, total, paid, tips, refunded, business_date, created_at, updated_at, version
            FROM bills WHERE order_id = ANY($1)",
     )
     .bind(&ids)
@@ -137,8 +140,8 @@ pub async fn apply_many(conn: &mut PgConnection, batch: &[&Event]) -> Result<(),
                     device_id: env.device_id,
                     currency: c.currency.code().to_owned(),
                     status: "open".into(),
-                    lines: Json(raw(&c.lines)?),
-                    taxes: Json(raw(&c.taxes)?),
+                    lines: Some(raw(&c.lines)?),
+                    taxes: Some(raw(&c.taxes)?),
                     subtotal: c.subtotal,
                     tax: c.tax,
                     total: c.total,
@@ -275,6 +278,10 @@ fn raw(value: &impl serde::Serialize) -> Result<Box<RawValue>, ApplyError> {
     serde_json::value::to_raw_value(value).map_err(|e| ApplyError::Database(sqlx::Error::Encode(e.into())))
 }
 
+/// New bills and changed stored ones, in one upsert. A stored bill comes
+/// without its lines and taxes (NULL in the arrays); the update never sets
+/// them, and the `'[]'` standing in for them only satisfies `NOT NULL`, which
+/// PostgreSQL checks before it finds the conflict.
 async fn write_bills(conn: &mut PgConnection, rows: Vec<&Bill>) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -282,9 +289,14 @@ async fn write_bills(conn: &mut PgConnection, rows: Vec<&Bill>) -> Result<(), sq
     sqlx::query(
         "INSERT INTO bills (order_id, merchant_id, store_id, device_id, currency, status, lines, taxes, subtotal,
                             tax, total, paid, tips, refunded, business_date, created_at, updated_at, version)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
-                              $8::jsonb[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
-                              $14::int8[], $15::date[], $16::timestamptz[], $17::timestamptz[], $18::int8[])
+         SELECT order_id, merchant_id, store_id, device_id, currency, status, COALESCE(lines, '[]'),
+                COALESCE(taxes, '[]'), subtotal, tax, total, paid, tips, refunded, business_date, created_at,
+                updated_at, version
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
+                       $8::jsonb[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
+                       $14::int8[], $15::date[], $16::timestamptz[], $17::timestamptz[], $18::int8[])
+                AS u(order_id, merchant_id, store_id, device_id, currency, status, lines, taxes, subtotal, tax,
+                     total, paid, tips, refunded, business_date, created_at, updated_at, version)
          ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, paid = EXCLUDED.paid, tips = EXCLUDED.tips,
              refunded = EXCLUDED.refunded, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version",
     )
@@ -294,8 +306,8 @@ async fn write_bills(conn: &mut PgConnection, rows: Vec<&Bill>) -> Result<(), sq
     .bind(rows.iter().map(|b| b.device_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|b| b.currency.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|b| b.status.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|b| Json(&b.lines.0)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|b| Json(&b.taxes.0)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|b| b.lines.as_ref().map(Json)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|b| b.taxes.as_ref().map(Json)).collect::<Vec<_>>())
     .bind(rows.iter().map(|b| b.subtotal).collect::<Vec<_>>())
     .bind(rows.iter().map(|b| b.tax).collect::<Vec<_>>())
     .bind(rows.iter().map(|b| b.total).collect::<Vec<_>>())

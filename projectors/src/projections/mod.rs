@@ -59,6 +59,18 @@ impl Projection {
         }
     }
 
+    /// The indexes only the query side uses: applying events never reads
+    /// through them, so a rebuild builds them once the shadow is filled (one
+    /// sort instead of an index insert per row). A name that no longer
+    /// matches a live index fails the rebuild before it starts.
+    pub fn query_indexes(self) -> &'static [&'static str] {
+        match self {
+            Self::Bills => &["bills_by_store", "bills_by_merchant"],
+            Self::StoreDailySales => &["captures_by_day", "refunds_by_day"],
+            Self::DeviceStatus => &[],
+        }
+    }
+
     /// Its durable consumer, as `nats-config/consumers/` names it.
     pub fn consumer(self, stream_prefix: &str) -> String {
         format!("{stream_prefix}_PROJ_{}", self.name().to_uppercase())
