@@ -94,7 +94,8 @@ pub async fn apply_many(conn: &mut PgConnection, batch: &[&Event]) -> Result<(),
         return Ok(());
     }
     let mut bills: HashMap<Uuid, Bill> = sqlx::query_as::<_, Bill>(
-        "SELECT order_id, merchant_id, store_id, device_id, currency::text AS currency, status, subtotal, tax, total, paid, tips, refunded, business_date, created_at, updated_at, version
+        "SELECT order_id, merchant_id, store_id, device_id, currency::text AS currency, status, subtotal, tax,
+                total, paid, tips, refunded, business_date, created_at, updated_at, version
            FROM bills WHERE order_id = ANY($1)",
     )
     .bind(&ids)
@@ -281,7 +282,9 @@ fn raw(value: &impl serde::Serialize) -> Result<Box<RawValue>, ApplyError> {
 /// New bills and changed stored ones, in one upsert. A stored bill comes
 /// without its lines and taxes (NULL in the arrays); the update never sets
 /// them, and the `'[]'` standing in for them only satisfies `NOT NULL`, which
-/// PostgreSQL checks before it finds the conflict.
+/// PostgreSQL checks before it finds the conflict. A stored bill cannot
+/// vanish between the read and this write: every writer of the projection
+/// holds its checkpoint's row lock for the whole transaction.
 async fn write_bills(conn: &mut PgConnection, rows: Vec<&Bill>) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
