@@ -55,21 +55,20 @@ for port in 18080 18081 19101 19102; do
   ready $port || { log "nothing listens on $port; see $OUT/*.log"; exit 1; }
 done
 
-# VACUUM ANALYZE and CHECKPOINT as the local superuser (the benchmark's role
-# may not CHECKPOINT): the fixed-rate runs before and after the history both
-# start from this, not from the background work an overloaded step leaves.
-quiet() {
-  local sql=(-c "VACUUM (ANALYZE)" -c CHECKPOINT)
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql -qd "${DATABASE_URL##*/}" "${sql[@]}" || true
-  else sudo -n -u postgres psql -qd "${DATABASE_URL##*/}" "${sql[@]}" 2>/dev/null || true; fi
-}
+# Every fixed-rate run and every step of the searches starts from a quiet
+# database (scripts/pg-quiet.sh: VACUUM ANALYZE, CHECKPOINT), not from the
+# background work an overloaded step leaves behind.
+quiet() { scripts/pg-quiet.sh || log "scripts/pg-quiet.sh failed; measuring anyway"; }
+MAX=(--start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}" --between-steps scripts/pg-quiet.sh)
 
-$B/loadgen max --json "$OUT/max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
+$B/loadgen max --json "$OUT/max.json" "${MAX[@]}"
 # A fixed rate below the edge, where p99 is steady enough to compare with the same run after the history.
 quiet
 $B/loadgen run --json "$OUT/empty-fixed.json" --rate-of-max "$OUT/max.json" --fraction 0.8 --seconds 30
+quiet
 $B/loadgen run --json "$OUT/half.json" --rate-of "$OUT/pgbench.json" --fraction 0.5 --seconds 30
 $B/loadgen max --json "$OUT/reads.json" --mix reads --start 400 --step-seconds 10 --max-rate 80000
+quiet
 $B/loadgen burst --json "$OUT/burst.json" --peak-of "$OUT/max.json" --ramp-seconds 15 --sustain-seconds 30
 
 log "consistency: read models vs write model"
@@ -83,7 +82,7 @@ $B/loadgen history --events "${BENCH_HISTORY_EVENTS:-10000000}" --json "$OUT/his
 # Write the loaded gigabytes out now rather than during the measurement.
 quiet
 $B/loadgen run --json "$OUT/full-fixed.json" --rate-of-max "$OUT/max.json" --fraction 0.8 --seconds 30
-$B/loadgen max --json "$OUT/full-max.json" --start "${BENCH_START_RATE:-200}" --step-seconds "${BENCH_STEP_SECONDS:-20}"
+$B/loadgen max --json "$OUT/full-max.json" "${MAX[@]}"
 
 stop
 pids=()

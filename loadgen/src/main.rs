@@ -105,6 +105,12 @@ enum Cmd {
         /// Seconds per step.
         #[arg(long, default_value_t = 20)]
         step_seconds: u64,
+        /// A shell command run before every step, once the outbox and projections have
+        /// caught up: `scripts/bench.sh` gives `scripts/pg-quiet.sh` (VACUUM ANALYZE and
+        /// CHECKPOINT as the database's superuser), so that every step starts from the
+        /// same quiet database, not from the autovacuum and dirty pages of the step before.
+        #[arg(long)]
+        between_steps: Option<String>,
     },
     /// Scenario 3: ramp up, sustain, ramp down, peaking at `--peak` (or this fraction of a `max` result).
     Burst {
@@ -190,6 +196,9 @@ pub struct HistoryLoad {
 pub struct MaxSearch {
     pub steps: Vec<RunSummary>,
     pub best: Option<RunSummary>,
+    /// The `--between-steps` command each step followed (absent in results from before it).
+    #[serde(default)]
+    pub between_steps: Option<String>,
 }
 
 fn write_json<T: Serialize>(path: &Option<PathBuf>, value: &T) -> anyhow::Result<()> {
@@ -218,6 +227,19 @@ async fn settle(target: &Target) -> anyhow::Result<()> {
         eprintln!("[loadgen] still not settled after {}s; measuring anyway", SETTLE_WAIT.as_secs());
     }
     Ok(())
+}
+
+/// Runs `loadgen max --between-steps`. A command that fails is reported and the step
+/// measured anyway, as `settle` does when it runs out of time.
+async fn between(command: &str) {
+    let started = std::time::Instant::now();
+    match tokio::process::Command::new("sh").args(["-c", command]).status().await {
+        Ok(status) if status.success() => {
+            eprintln!("[loadgen] between steps: `{command}` took {:.1} s", started.elapsed().as_secs_f64());
+        }
+        Ok(status) => eprintln!("[loadgen] between steps: `{command}` {status}; measuring anyway"),
+        Err(e) => eprintln!("[loadgen] between steps: cannot run `{command}`: {e}; measuring anyway"),
+    }
 }
 
 const SETTLE_WAIT: Duration = Duration::from_secs(180);
@@ -319,7 +341,7 @@ async fn main() -> anyhow::Result<()> {
             summary.print();
             write_json(&target.json, &summary)?;
         }
-        Cmd::Max { target, start, factor, refine, confirm, max_rate, step_seconds } => {
+        Cmd::Max { target, start, factor, refine, confirm, max_rate, step_seconds, between_steps } => {
             let plan = search::Plan::new(start, factor, refine, confirm, max_rate)?;
             let scenario = scenario(&target).await?;
             warm_up(&scenario, &target, start).await;
@@ -327,6 +349,9 @@ async fn main() -> anyhow::Result<()> {
             let search::Found { steps, best } = search::find(plan, async |phase, rate| {
                 // Each step starts from a settled system, not the backlog of the one before.
                 settle(&target).await?;
+                if let Some(command) = &between_steps {
+                    between(command).await;
+                }
                 let profile = Profile::Constant { rate, duration: step };
                 let summary =
                     measure(&format!("{} {rate:.0}/s", phase.label()), &scenario, &target, profile).await;
@@ -341,7 +366,7 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 None => println!("no rate met the SLO (lowest tried {start:.0} ops/s)"),
             }
-            write_json(&target.json, &MaxSearch { steps, best })?;
+            write_json(&target.json, &MaxSearch { steps, best, between_steps })?;
         }
         Cmd::Burst { target, peak, peak_of, fraction, ramp_seconds, sustain_seconds } => {
             let peak = match (peak, peak_of) {

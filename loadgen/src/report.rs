@@ -63,6 +63,21 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// One row per step of a rate search; `commands` adds the accepted-commands column.
+/// How each step of a search began: settled, and after which `--between-steps` command.
+fn steps_start(out: &mut String, search: &MaxSearch) {
+    let _ = match &search.between_steps {
+        Some(command) => writeln!(
+            out,
+            "Each step started once the outbox was published and the projections had caught up, then after \
+             `{command}`.\n"
+        ),
+        None => writeln!(
+            out,
+            "Each step started once the outbox was published and the projections had caught up.\n"
+        ),
+    };
+}
+
 fn steps_table(out: &mut String, steps: &[RunSummary], commands: bool) {
     let (head, rule) = if commands {
         ("| offered ops/s | answered req/s | accepted commands/s |", "|---:|---:|---:|")
@@ -267,6 +282,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let best = max.as_ref().and_then(|m| m.best.clone());
     if let Some(m) = &max {
         let _ = writeln!(out, "### Highest rate meeting the SLO (p95 < 500 ms, errors < 0.5%)\n");
+        steps_start(&mut out, m);
         steps_table(&mut out, &m.steps, true);
         let _ = writeln!(out);
         if let Some(b) = &best {
@@ -321,6 +337,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             h.seconds
         );
         if let Some(m) = &full_max {
+            steps_start(&mut out, m);
             steps_table(&mut out, &m.steps, true);
             let _ = writeln!(out);
         }
@@ -437,5 +454,19 @@ mod tests {
         assert_eq!(thousands(10_000_000), "10,000,000");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
+    }
+
+    #[test]
+    fn a_search_says_what_each_step_started_from() {
+        let before: MaxSearch =
+            serde_json::from_str(r#"{"steps": [], "best": null}"#).expect("an older max.json");
+        let mut out = String::new();
+        steps_start(&mut out, &before);
+        assert!(out.contains("caught up.") && !out.contains("after"), "{out}");
+
+        let quiet = MaxSearch { between_steps: Some("scripts/pg-quiet.sh".into()), ..before };
+        let mut out = String::new();
+        steps_start(&mut out, &quiet);
+        assert!(out.contains("then after `scripts/pg-quiet.sh`."), "{out}");
     }
 }
