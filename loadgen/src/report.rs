@@ -62,22 +62,16 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// One row per step of a rate search; `commands` adds the accepted-commands column.
 /// How each step of a search began: settled, and after which `--between-steps` command.
 fn steps_start(out: &mut String, search: &MaxSearch) {
+    let _ = write!(out, "Each step started once the outbox was published and the projections had caught up");
     let _ = match &search.between_steps {
-        Some(command) => writeln!(
-            out,
-            "Each step started once the outbox was published and the projections had caught up, then after \
-             `{command}`.\n"
-        ),
-        None => writeln!(
-            out,
-            "Each step started once the outbox was published and the projections had caught up.\n"
-        ),
+        Some(command) => writeln!(out, ", then after `{command}`.\n"),
+        None => writeln!(out, ".\n"),
     };
 }
 
+/// One row per step of a rate search; `commands` adds the accepted-commands column.
 fn steps_table(out: &mut String, steps: &[RunSummary], commands: bool) {
     let (head, rule) = if commands {
         ("| offered ops/s | answered req/s | accepted commands/s |", "|---:|---:|---:|")
