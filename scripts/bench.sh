@@ -25,6 +25,7 @@ cargo build --release --bins
 OUT=${BENCH_OUT:-target/bench}
 rm -rf "$OUT" && mkdir -p "$OUT"
 git rev-parse --short HEAD > "$OUT/commit" 2>/dev/null || echo "not a git checkout" > "$OUT/commit"  # the commit measured
+date -u '+%Y-%m-%d %H:%M' > "$OUT/started"  # when the run began, for the report
 export DATABASE_URL=${BENCH_DATABASE_URL:-postgres://smartpos:smartpos@127.0.0.1:5432/smartpos_bench}
 export NATS_STREAM_PREFIX=BENCH NATS_SUBJECT_PREFIX=bench
 export COMMAND_API_ADDR=127.0.0.1:18080 QUERY_API_ADDR=127.0.0.1:18081

@@ -62,6 +62,14 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// When the run began (`bench.sh` records it), not when the report is
+/// written; now, for results from before it did.
+fn run_started(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("started"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| chrono::Utc::now().format("%Y-%m-%d %H:%M").to_string())
+}
+
 /// How each step of a search began: settled, and after which `--between-steps` command.
 fn steps_start(out: &mut String, search: &MaxSearch) {
     let _ = write!(out, "Each step started once the outbox was published and the projections had caught up");
@@ -211,10 +219,10 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
         out,
-        "Written by `scripts/bench.sh` on {} (UTC). Every figure below comes from that one run on one machine; \
-         rerun the command to reproduce them. The load generator, the services, PostgreSQL, NATS and Redis \
-         all share the machine's cores.\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M")
+        "Written by `scripts/bench.sh` from its run of {} (UTC). Every figure below comes from that one run on \
+         one machine; rerun the command to reproduce them. The load generator, the services, PostgreSQL, NATS \
+         and Redis all share the machine's cores.\n",
+        run_started(dir)
     );
     let _ = writeln!(out, "## Machine\n");
     let _ = writeln!(out, "- {}", machine());
@@ -448,6 +456,20 @@ mod tests {
         assert_eq!(thousands(10_000_000), "10,000,000");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
+    }
+
+    #[test]
+    fn the_report_dates_the_run_not_its_writing() {
+        let dir = std::env::temp_dir().join(format!("loadgen-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a results directory");
+        std::fs::write(dir.join("started"), "2026-12-07 03:59\n").expect("started");
+        assert_eq!(run_started(&dir), "2026-12-07 03:59");
+        std::fs::remove_file(dir.join("started")).expect("removed");
+        // Without the record: the time of writing, in the same form.
+        let now = run_started(&dir);
+        assert!(chrono::NaiveDateTime::parse_from_str(&now, "%Y-%m-%d %H:%M").is_ok(), "{now}");
+        assert_ne!(now, "2026-12-07 03:59");
+        std::fs::remove_dir(&dir).expect("cleaned up");
     }
 
     #[test]
