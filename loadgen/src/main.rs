@@ -436,3 +436,19 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_between_steps_command_runs_and_a_failing_one_is_only_reported() {
+        let mark = std::env::temp_dir().join(format!("loadgen-between-{}", std::process::id()));
+        let _ = std::fs::remove_file(&mark);
+        between(&format!("touch '{}'", mark.display())).await;
+        assert!(mark.exists(), "the command did not run");
+        std::fs::remove_file(&mark).expect("cleaned up");
+        // A failing command returns like any other: the step is measured anyway.
+        between("exit 3").await;
+    }
+}
