@@ -171,6 +171,15 @@ enum Cmd {
         #[arg(long, env = "NATS_STREAM_PREFIX")]
         stream_prefix: String,
     },
+    /// Runs a command (`posctl rebuild bills`, say) and writes where the machine's CPU
+    /// went while it ran, by program, the command's own under its name.
+    Profile {
+        #[arg(long)]
+        json: PathBuf,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
     /// Writes the benchmark report from a results directory.
     Report {
         /// Directory holding pgbench.json, broker.json, max.json, half.json, burst.json, ...
@@ -189,6 +198,14 @@ enum Cmd {
 pub struct HistoryLoad {
     pub events: u64,
     pub seconds: f64,
+}
+
+/// What `loadgen profile` measured: a command's duration and the machine's CPU meanwhile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandProfile {
+    pub command: String,
+    pub seconds: f64,
+    pub cpu: Option<cpu::CpuProfile>,
 }
 
 /// Every step of a `max` search and the best one that met the SLO.
@@ -421,6 +438,30 @@ async fn main() -> anyhow::Result<()> {
             );
             broker::delete_streams(&nats_url, &stream_prefix).await?;
             pgbench::drop_database(&database_url).await?;
+        }
+        Cmd::Profile { json, command } => {
+            let program = std::path::Path::new(&command[0])
+                .file_name()
+                .map_or_else(|| command[0].clone(), |n| n.to_string_lossy().into_owned());
+            let started = std::time::Instant::now();
+            let (before, children) = (cpu::snapshot(), cpu::waited_children_ticks());
+            let status = tokio::process::Command::new(&command[0])
+                .args(&command[1..])
+                .status()
+                .await
+                .with_context(|| format!("running {}", command[0]))?;
+            let seconds = started.elapsed().as_secs_f64();
+            let mut profile = cpu::profile(&before, &cpu::snapshot(), seconds);
+            if let Some(p) = &mut profile {
+                p.add(&program, cpu::waited_children_ticks().saturating_sub(children), seconds);
+            }
+            let run = CommandProfile { command: command.join(" "), seconds, cpu: profile };
+            write_json(&Some(json), &run)?;
+            if !status.success() {
+                // The command's own failure, not the profiler's: pass its exit code on.
+                eprintln!("[loadgen] {} {status}", command[0]);
+                std::process::exit(status.code().unwrap_or(1));
+            }
         }
         Cmd::Report { dir, out, notes } => {
             let mut text = report::render(&dir)?;

@@ -153,7 +153,7 @@ fn run_table(out: &mut String, s: &RunSummary) {
         let _ = writeln!(out, "Bill lookups answered from the query API's memory: {}.\n", cache_share(c));
     }
     if let Some(cpu) = &s.cpu {
-        cpu_table(out, cpu, s.accepted_commands_per_sec);
+        cpu_table(out, cpu, s.accepted_commands_per_sec, "accepted command");
     }
 }
 
@@ -168,9 +168,10 @@ fn cache_share(c: &crate::stats::BillCacheCounts) -> String {
     )
 }
 
-/// Where the CPU went during the run: the profile by program.
-fn cpu_table(out: &mut String, cpu: &crate::cpu::CpuProfile, commands_per_sec: f64) {
-    let per = cpu.ms_per(commands_per_sec);
+/// Where the CPU went during the run: the profile by program, per `unit` of
+/// work done `per_sec` times a second.
+fn cpu_table(out: &mut String, cpu: &crate::cpu::CpuProfile, per_sec: f64, unit: &str) {
+    let per = cpu.ms_per(per_sec);
     let _ = writeln!(
         out,
         "CPU during the run ({} cores; idle {:.0}%, stolen by the hypervisor {:.0}%):\n",
@@ -178,7 +179,7 @@ fn cpu_table(out: &mut String, cpu: &crate::cpu::CpuProfile, commands_per_sec: f
         cpu.idle * 100.0,
         cpu.steal * 100.0
     );
-    let _ = writeln!(out, "| program | cores busy | CPU ms per accepted command |");
+    let _ = writeln!(out, "| program | cores busy | CPU ms per {unit} |");
     let _ = writeln!(out, "|---|---:|---:|");
     let mut rows: Vec<(&String, &f64)> = cpu.cores_by_program.iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(a.1));
@@ -186,7 +187,7 @@ fn cpu_table(out: &mut String, cpu: &crate::cpu::CpuProfile, commands_per_sec: f
         let _ = writeln!(out, "| {program} | {cores:.2} | {:.2} |", per[program]);
     }
     let total = cpu.total_cores();
-    let per_total = if commands_per_sec > 0.0 { total * 1000.0 / commands_per_sec } else { 0.0 };
+    let per_total = if per_sec > 0.0 { total * 1000.0 / per_sec } else { 0.0 };
     let _ = writeln!(out, "| *all* | {total:.2} | {per_total:.2} |\n");
 }
 
@@ -201,6 +202,153 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// The rebuild goal, events per second.
+const REBUILD_GOAL: f64 = 50_000.0;
+
+/// The rate of the last `... N ev/s ...` line `posctl rebuild` printed.
+fn rebuild_rate(text: &str) -> Option<f64> {
+    text.lines()
+        .rev()
+        .find_map(|l| l.split(", ").find_map(|p| p.strip_suffix(" ev/s")).and_then(|r| r.trim().parse().ok()))
+}
+
+/// The figures that say what limited each goal this run missed.
+struct Missed<'a> {
+    ceiling: f64,
+    best: Option<&'a RunSummary>,
+    half: Option<&'a RunSummary>,
+    rebuild_rate: Option<f64>,
+    rebuild_cpu: Option<&'a crate::cpu::CpuProfile>,
+    broker_publish: Option<f64>,
+}
+
+/// Below this share of idle CPU the cores, not something waited on, set the pace.
+const BUSY_IDLE: f64 = 0.10;
+
+impl Missed<'_> {
+    /// `## What limits the goals this run missed`, from this run's own CPU
+    /// profiles; nothing when every goal with a result was met.
+    fn write(&self, out: &mut String) {
+        let mut items = Vec::new();
+        if let Some(b) = self.best.filter(|b| b.accepted_commands_per_sec < self.ceiling) {
+            items.push(self.ceiling_item(b));
+        }
+        if let Some(h) = self.half.filter(|h| h.commands.p99 >= 50.0 || h.error_rate >= 0.005) {
+            items.push(self.half_item(h));
+        }
+        if let Some(rate) = self.rebuild_rate.filter(|r| *r < REBUILD_GOAL) {
+            items.push(self.rebuild_item(rate));
+        }
+        if items.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "## What limits the goals this run missed\n\nFrom this run's CPU profiles (every program's CPU \
+             time from `/proc` over each measurement; the tables above and below). `bench/NOTES.md`, below, \
+             breaks them down further.\n"
+        );
+        for item in items {
+            let _ = writeln!(out, "- {item}");
+        }
+        let _ = writeln!(out);
+    }
+
+    fn ceiling_item(&self, b: &RunSummary) -> String {
+        let mut item = format!(
+            "**{} of the pgbench ceiling.** At the best step ({:.0} ops/s offered, {:.0} commands/s accepted)",
+            ratio(b.accepted_commands_per_sec, self.ceiling),
+            b.target_rate,
+            b.accepted_commands_per_sec
+        );
+        let Some(cpu) = &b.cpu else {
+            item.push_str(" no CPU profile was taken (results from before it was measured).");
+            return item;
+        };
+        let per = cpu.total_cores() * 1000.0 / b.accepted_commands_per_sec.max(1e-9);
+        let budget = cpu.cores as f64 * 1000.0 / self.ceiling.max(1e-9);
+        let _ = write!(
+            item,
+            " the machine was {:.0}% idle and an accepted command cost {per:.2} ms of CPU across all programs ({}). \
+             Accepting the ceiling's {:.0} commands/s on {} cores leaves {budget:.2} ms per command for all of \
+             them together, {:.1}x less.",
+            cpu.idle * 100.0,
+            largest(cpu, b.accepted_commands_per_sec),
+            self.ceiling,
+            cpu.cores,
+            per / budget.max(1e-9)
+        );
+        item.push_str(if cpu.idle < BUSY_IDLE {
+            " The cores were the limit, not the database's per-transaction ceiling."
+        } else {
+            " With that much idle, the cores were not the only limit."
+        });
+        item
+    }
+
+    fn half_item(&self, h: &RunSummary) -> String {
+        let mut item = format!(
+            "**p99 {:.0} ms at half the pgbench ceiling** ({:.0} ops/s offered; p50 {:.0} ms, p95 {:.0} ms).",
+            h.commands.p99, h.target_rate, h.commands.p50, h.commands.p95
+        );
+        if let Some(b) = self.best {
+            let _ = write!(
+                item,
+                " That is {} of the best rate that met the SLO.",
+                ratio(h.target_rate, b.target_rate)
+            );
+        }
+        if let Some(cpu) = &h.cpu {
+            let per = cpu.total_cores() * 1000.0 / h.accepted_commands_per_sec.max(1e-9);
+            let _ = write!(
+                item,
+                " The machine was {:.0}% idle; a command cost {per:.2} ms of CPU ({}).",
+                cpu.idle * 100.0,
+                largest(cpu, h.accepted_commands_per_sec)
+            );
+            if cpu.idle < BUSY_IDLE {
+                item.push_str(" Commands queued for the cores.");
+            }
+        }
+        item
+    }
+
+    fn rebuild_item(&self, rate: f64) -> String {
+        let mut item = format!("**Rebuild {rate:.0} events/s.**");
+        if let Some(p) = self.broker_publish {
+            let _ = write!(item, " That is {} of this run's JetStream publish ceiling.", ratio(rate, p));
+        }
+        match self.rebuild_cpu {
+            Some(cpu) => {
+                let per = cpu.total_cores() * 1000.0 / (rate / 1000.0).max(1e-9);
+                let budget = cpu.cores as f64 * 1000.0 / (REBUILD_GOAL / 1000.0);
+                let _ = write!(
+                    item,
+                    " While it ran the machine was {:.0}% idle, and a thousand events cost {per:.1} ms of CPU across \
+                     all programs ({}); {:.0} events/s on {} cores leaves {budget:.1} ms.",
+                    cpu.idle * 100.0,
+                    largest(cpu, rate / 1000.0),
+                    REBUILD_GOAL,
+                    cpu.cores
+                );
+                if cpu.idle < BUSY_IDLE {
+                    item.push_str(" The cores were the limit.");
+                }
+            }
+            None => item.push_str(" No CPU profile of it in these results (`loadgen profile` came later)."),
+        }
+        item
+    }
+}
+
+/// The three programs that used the most CPU, each in ms per unit of work: `postgres 0.27 ms, ...`.
+fn largest(cpu: &crate::cpu::CpuProfile, per_sec: f64) -> String {
+    let per = cpu.ms_per(per_sec);
+    let mut rows: Vec<(&String, &f64)> = per.iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(a.1));
+    rows.iter().take(3).map(|(p, ms)| format!("{p} {ms:.2} ms")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn render(dir: &Path) -> anyhow::Result<String> {
@@ -413,15 +561,11 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             if r <= 1.1 && f.meets_slo() { "yes" } else { "no" }
         );
     }
-    if let Some(r) = text(dir, "rebuild.txt") {
-        let rate = r
-            .lines()
-            .rev()
-            .find_map(|l| {
-                l.split(", ").find(|p| p.ends_with(" ev/s")).map(|p| p.trim_end_matches(" ev/s").to_owned())
-            })
-            .unwrap_or_else(|| "?".into());
-        let ok = rate.parse::<f64>().is_ok_and(|r| r >= 50_000.0);
+    let rebuild = text(dir, "rebuild.txt");
+    let rebuild_rate = rebuild.as_deref().and_then(rebuild_rate);
+    if rebuild.is_some() {
+        let rate = rebuild_rate.map_or_else(|| "?".into(), |r| format!("{r:.0}"));
+        let ok = rebuild_rate.is_some_and(|r| r >= REBUILD_GOAL);
         let _ = writeln!(
             out,
             "| `posctl rebuild bills` replay rate | {rate} events/s | ≥ 50,000 | {} |",
@@ -429,13 +573,26 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         );
     }
     let _ = writeln!(out);
-    if let Some(r) = text(dir, "rebuild.txt") {
+    let rebuild_cpu: Option<crate::CommandProfile> = read(dir, "rebuild-cpu.json");
+    let missed = Missed {
+        ceiling: pg.best_tps,
+        best: best.as_ref(),
+        half: half.as_ref(),
+        rebuild_rate,
+        rebuild_cpu: rebuild_cpu.as_ref().and_then(|p| p.cpu.as_ref()),
+        broker_publish: broker.as_ref().map(|b| b.publish_per_sec),
+    };
+    missed.write(&mut out);
+    if let Some(r) = &rebuild {
         let done: Vec<&str> = r.lines().filter(|l| l.contains(": done")).collect();
         let _ = writeln!(
             out,
             "## Rebuild\n\n`posctl rebuild bills` over the whole stream after the load, while the services ran:\n\n```\n{}\n```\n",
             done.join("\n")
         );
+        if let (Some(cpu), Some(rate)) = (missed.rebuild_cpu, rebuild_rate) {
+            cpu_table(&mut out, cpu, rate / 1000.0, "thousand events");
+        }
     }
     if let Some(c) = text(dir, "check.txt") {
         let _ = writeln!(
@@ -470,6 +627,80 @@ mod tests {
         assert!(chrono::NaiveDateTime::parse_from_str(&now, "%Y-%m-%d %H:%M").is_ok(), "{now}");
         assert_ne!(now, "2026-12-07 03:59");
         std::fs::remove_dir(&dir).expect("cleaned up");
+    }
+
+    /// A run's summary with these figures and a CPU profile `cores` busy in all, `idle` idle.
+    fn run(rate: f64, accepted: f64, p99: f64, idle: f64) -> RunSummary {
+        let p =
+            |p99: f64| serde_json::json!({"p50": p99 / 4.0, "p95": p99 / 2.0, "p99": p99, "max": p99 * 2.0});
+        serde_json::from_value(serde_json::json!({
+            "target_rate": rate, "seconds": 20.0, "requests": 1000, "achieved_rate": rate * 1.3,
+            "accepted_commands_per_sec": accepted, "error_rate": 0.0, "errors_by_status": {},
+            "overall": p(p99), "commands": p(p99), "categories": [], "projection_lag": p(10.0),
+            "projection_lag_samples": 10, "projection_lag_timeouts": 0,
+            "cpu": {"cores_by_program": {"postgres": 0.9, "command-api": 0.7, "nats-server": 0.3, "loadgen": 0.1},
+                    "idle": idle, "steal": 0.0, "cores": 2}
+        }))
+        .expect("a run summary")
+    }
+
+    #[test]
+    fn the_report_says_what_limits_each_goal_missed() {
+        let (best, half) = (run(2000.0, 2000.0, 400.0, 0.02), run(1600.0, 1600.0, 140.0, 0.01));
+        let rebuild_cpu = crate::cpu::CpuProfile {
+            cores_by_program: [("posctl".to_owned(), 1.0), ("postgres".to_owned(), 0.8)].into(),
+            idle: 0.05,
+            steal: 0.0,
+            cores: 2,
+        };
+        let missed = Missed {
+            ceiling: 3000.0,
+            best: Some(&best),
+            half: Some(&half),
+            rebuild_rate: Some(45_000.0),
+            rebuild_cpu: Some(&rebuild_cpu),
+            broker_publish: Some(90_000.0),
+        };
+        let mut out = String::new();
+        missed.write(&mut out);
+        // 2 cores busy for 2,000 commands/s: 1.00 ms each; the ceiling leaves 2,000 / 3,000 ms.
+        assert!(out.contains("**0.67x of the pgbench ceiling.**"), "{out}");
+        assert!(out.contains("cost 1.00 ms of CPU across all programs (postgres 0.45 ms, command-api 0.35 ms, nats-server 0.15 ms)"), "{out}");
+        assert!(
+            out.contains(
+                "leaves 0.67 ms per command for all of them together, 1.5x less. The cores were the limit"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("**p99 140 ms at half the pgbench ceiling** (1600 ops/s offered; p50 35 ms, p95 70 ms). That is 0.80x of the best rate"), "{out}");
+        assert!(out.contains("Commands queued for the cores."), "{out}");
+        // 1.8 cores for 45 thousand events/s: 40 ms per thousand; 50,000/s leaves 40.0.
+        assert!(out.contains("**Rebuild 45000 events/s.** That is 0.50x of this run's JetStream"), "{out}");
+        assert!(out.contains("a thousand events cost 40.0 ms of CPU across all programs (posctl 22.22 ms, postgres 17.78 ms); 50000 events/s on 2 cores leaves 40.0 ms."), "{out}");
+
+        // With idle cores, the report does not blame them.
+        let idle_best = run(2000.0, 2000.0, 400.0, 0.40);
+        let mut out = String::new();
+        Missed { best: Some(&idle_best), half: None, rebuild_rate: None, ..missed }.write(&mut out);
+        assert!(
+            out.contains("the cores were not the only limit") && !out.contains("were the limit"),
+            "{out}"
+        );
+
+        // Every goal met: no section.
+        let (fast, calm) = (run(4000.0, 4000.0, 400.0, 0.0), run(1600.0, 1600.0, 30.0, 0.3));
+        let mut out = String::new();
+        Missed { best: Some(&fast), half: Some(&calm), rebuild_rate: Some(60_000.0), ..missed }
+            .write(&mut out);
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn the_rebuild_rate_is_read_from_its_last_progress_line() {
+        let text = "rebuild bills: applied 5000 events, at 5000/9000 (55.6%), 41000 ev/s, ETA 0s\n\
+                    rebuild bills: done, applied 9000 events, at 9000/9000 (100.0%), 46986 ev/s, ETA 0s\n";
+        assert_eq!(rebuild_rate(text), Some(46_986.0));
+        assert_eq!(rebuild_rate("no rate here"), None);
     }
 
     #[test]
