@@ -26,6 +26,9 @@ const PROGRAMS: [&str; 9] = [
     "pgbench",
 ];
 
+/// The unit of `/proc`'s tick counts on Linux (`USER_HZ`).
+const TICKS_PER_SEC: f64 = 100.0;
+
 /// CPU ticks per program, and the machine's totals, at one instant.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -63,49 +66,130 @@ impl CpuProfile {
     pub fn total_cores(&self) -> f64 {
         self.cores_by_program.values().sum()
     }
+
+    /// CPU milliseconds per unit of work, all programs together.
+    pub fn total_ms_per(&self, per_second: f64) -> f64 {
+        if per_second > 0.0 { self.total_cores() * 1000.0 / per_second } else { 0.0 }
+    }
+
+    /// The programs and their cores, the busiest first.
+    pub fn busiest(&self) -> Vec<(&str, f64)> {
+        let mut rows: Vec<(&str, f64)> =
+            self.cores_by_program.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        rows
+    }
+}
+
+/// Every process now: `(pid, program, utime + stime)` (none where `/proc` is not there).
+fn processes() -> Vec<(u32, String, u64)> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            if let Some((program, t)) = parse_stat(&stat) {
+                out.push((pid, program, t));
+            }
+        }
+    }
+    out
+}
+
+fn machine_now() -> Machine {
+    std::fs::read_to_string("/proc/stat").ok().and_then(|s| parse_machine(&s)).unwrap_or_default()
 }
 
 /// The CPU counters now (empty where `/proc` is not there).
 pub fn snapshot() -> Snapshot {
     let mut ticks = BTreeMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            if let Some((program, t)) = parse_stat(&stat) {
-                *ticks.entry(program).or_insert(0) += t;
-            }
-        }
+    for (_, program, t) in processes() {
+        *ticks.entry(program).or_insert(0) += t;
     }
-    let machine =
-        std::fs::read_to_string("/proc/stat").ok().and_then(|s| parse_machine(&s)).unwrap_or_default();
-    Snapshot { ticks, machine }
+    Snapshot { ticks, machine: machine_now() }
 }
 
 /// The profile between two snapshots taken `seconds` apart.
 pub fn profile(before: &Snapshot, after: &Snapshot, seconds: f64) -> Option<CpuProfile> {
-    let hz = 100.0; // USER_HZ: the unit of /proc's tick counts on Linux.
-    let total = (after.machine.busy + after.machine.idle + after.machine.steal)
-        .checked_sub(before.machine.busy + before.machine.idle + before.machine.steal)?;
+    // A process that started during the run counts from zero; one that ended is lost.
+    let used = after.ticks.iter().map(|(program, t)| {
+        (program.as_str(), t.saturating_sub(before.ticks.get(program).copied().unwrap_or(0)))
+    });
+    build(used, before.machine, after.machine, seconds)
+}
+
+/// A process followed by [`Tracker`]: its program and CPU ticks when first and last seen.
+struct Seen {
+    program: String,
+    first: u64,
+    last: u64,
+}
+
+/// Every process's CPU, sampled over a run, so that one that ends before the
+/// run does (a command's database sessions, which close as it exits) still
+/// counts up to its last sample; [`snapshot`] at both ends would lose it.
+pub struct Tracker {
+    seen: BTreeMap<u32, Seen>,
+    machine_first: Machine,
+    machine_last: Machine,
+}
+
+impl Tracker {
+    pub fn start() -> Self {
+        let seen = processes()
+            .into_iter()
+            .map(|(pid, program, t)| (pid, Seen { program, first: t, last: t }))
+            .collect();
+        let machine = machine_now();
+        Self { seen, machine_first: machine, machine_last: machine }
+    }
+
+    /// Samples every process but `skip` (one whose time is counted otherwise);
+    /// one that started since the start counts from zero.
+    pub fn sample(&mut self, skip: Option<u32>) {
+        self.record(processes(), machine_now(), skip);
+    }
+
+    fn record(&mut self, processes: Vec<(u32, String, u64)>, machine: Machine, skip: Option<u32>) {
+        for (pid, program, t) in processes {
+            if Some(pid) == skip {
+                continue;
+            }
+            let seen = self.seen.entry(pid).or_insert(Seen { program: String::new(), first: 0, last: 0 });
+            seen.program = program;
+            seen.last = t;
+        }
+        self.machine_last = machine;
+    }
+
+    /// The profile from the start to the last sample, `seconds` apart.
+    pub fn profile(&self, seconds: f64) -> Option<CpuProfile> {
+        let used = self.seen.values().map(|s| (s.program.as_str(), s.last.saturating_sub(s.first)));
+        build(used, self.machine_first, self.machine_last, seconds)
+    }
+}
+
+/// A profile from the ticks each program used and the machine's counters at both ends.
+fn build<'a>(
+    used: impl Iterator<Item = (&'a str, u64)>,
+    before: Machine,
+    after: Machine,
+    seconds: f64,
+) -> Option<CpuProfile> {
+    let total =
+        (after.busy + after.idle + after.steal).checked_sub(before.busy + before.idle + before.steal)?;
     if total == 0 || seconds <= 0.0 {
         return None;
     }
     let mut cores_by_program = BTreeMap::new();
-    for (program, t) in &after.ticks {
-        // A process that started during the run counts from zero; one that ended is lost.
-        let used = t.saturating_sub(before.ticks.get(program).copied().unwrap_or(0));
-        if used > 0 {
-            cores_by_program.insert(program.clone(), used as f64 / hz / seconds);
-        }
+    for (program, ticks) in used.filter(|(_, t)| *t > 0) {
+        *cores_by_program.entry(program.to_owned()).or_insert(0.0) += ticks as f64 / TICKS_PER_SEC / seconds;
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     Some(CpuProfile {
         cores_by_program,
-        idle: (after.machine.idle.saturating_sub(before.machine.idle)) as f64 / total as f64,
-        steal: (after.machine.steal.saturating_sub(before.machine.steal)) as f64 / total as f64,
+        idle: (after.idle.saturating_sub(before.idle)) as f64 / total as f64,
+        steal: (after.steal.saturating_sub(before.steal)) as f64 / total as f64,
         cores,
     })
 }
@@ -115,7 +199,8 @@ impl CpuProfile {
     /// started and ended between them (a command run by `loadgen profile`).
     pub fn add(&mut self, program: &str, ticks: u64, seconds: f64) {
         if seconds > 0.0 {
-            *self.cores_by_program.entry(program.to_owned()).or_insert(0.0) += ticks as f64 / 100.0 / seconds;
+            *self.cores_by_program.entry(program.to_owned()).or_insert(0.0) +=
+                ticks as f64 / TICKS_PER_SEC / seconds;
         }
     }
 }
@@ -177,6 +262,24 @@ mod tests {
         let mut p = CpuProfile::default();
         p.add("posctl", 8200, 41.0);
         assert!((p.cores_by_program["posctl"] - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_tracked_process_that_ends_still_counts_up_to_its_last_sample() {
+        let machine = |busy| Machine { busy, idle: 1000, steal: 0 };
+        let seen = Seen { program: "postgres".into(), first: 100, last: 100 };
+        let mut t = Tracker { seen: [(1, seen)].into(), machine_first: machine(0), machine_last: machine(0) };
+        let pg = |pid, ticks| (pid, "postgres".to_owned(), ticks);
+        // A session already there used 50 ticks, then ended; one that began used 60; the skipped one is not counted.
+        t.record(vec![pg(1, 150), pg(2, 30), (3, "posctl".to_owned(), 500)], machine(100), Some(3));
+        t.record(vec![pg(2, 60), (3, "posctl".to_owned(), 900)], machine(200), Some(3));
+        let p = t.profile(1.1).expect("profile");
+        assert!((p.cores_by_program["postgres"] - 1.0).abs() < 1e-9, "{p:?}");
+        assert!(!p.cores_by_program.contains_key("posctl"), "{p:?}");
+        // Two snapshots would have seen only the session that was there at both ends: none.
+        let before = Snapshot { ticks: [("postgres".to_owned(), 100)].into(), machine: machine(0) };
+        let after = Snapshot { ticks: [("postgres".to_owned(), 60)].into(), machine: machine(200) };
+        assert!(profile(&before, &after, 1.1).expect("profile").cores_by_program.is_empty());
     }
 
     #[test]

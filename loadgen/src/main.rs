@@ -444,14 +444,23 @@ async fn main() -> anyhow::Result<()> {
                 .file_name()
                 .map_or_else(|| command[0].clone(), |n| n.to_string_lossy().into_owned());
             let started = std::time::Instant::now();
-            let (before, children) = (cpu::snapshot(), cpu::waited_children_ticks());
-            let status = tokio::process::Command::new(&command[0])
+            let (mut tracker, children) = (cpu::Tracker::start(), cpu::waited_children_ticks());
+            let mut child = tokio::process::Command::new(&command[0])
                 .args(&command[1..])
-                .status()
-                .await
+                .spawn()
                 .with_context(|| format!("running {}", command[0]))?;
+            // The command's own time comes whole from its exit (below); the
+            // others, its database sessions among them, are sampled while it runs.
+            let pid = child.id();
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status?,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => tracker.sample(pid),
+                }
+            };
+            tracker.sample(pid);
             let seconds = started.elapsed().as_secs_f64();
-            let mut profile = cpu::profile(&before, &cpu::snapshot(), seconds);
+            let mut profile = tracker.profile(seconds);
             if let Some(p) = &mut profile {
                 p.add(&program, cpu::waited_children_ticks().saturating_sub(children), seconds);
             }

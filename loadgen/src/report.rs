@@ -181,13 +181,11 @@ fn cpu_table(out: &mut String, cpu: &crate::cpu::CpuProfile, per_sec: f64, unit:
     );
     let _ = writeln!(out, "| program | cores busy | CPU ms per {unit} |");
     let _ = writeln!(out, "|---|---:|---:|");
-    let mut rows: Vec<(&String, &f64)> = cpu.cores_by_program.iter().collect();
-    rows.sort_by(|a, b| b.1.total_cmp(a.1));
-    for (program, cores) in rows {
+    for (program, cores) in cpu.busiest() {
         let _ = writeln!(out, "| {program} | {cores:.2} | {:.2} |", per[program]);
     }
     let total = cpu.total_cores();
-    let per_total = if per_sec > 0.0 { total * 1000.0 / per_sec } else { 0.0 };
+    let per_total = cpu.total_ms_per(per_sec);
     let _ = writeln!(out, "| *all* | {total:.2} | {per_total:.2} |\n");
 }
 
@@ -267,18 +265,22 @@ impl Missed<'_> {
             item.push_str(" no CPU profile was taken (results from before it was measured).");
             return item;
         };
-        let per = cpu.total_cores() * 1000.0 / b.accepted_commands_per_sec.max(1e-9);
+        let per = cpu.total_ms_per(b.accepted_commands_per_sec);
         let budget = cpu.cores as f64 * 1000.0 / self.ceiling.max(1e-9);
         let _ = write!(
             item,
             " the machine was {:.0}% idle and an accepted command cost {per:.2} ms of CPU across all programs ({}). \
              Accepting the ceiling's {:.0} commands/s on {} cores leaves {budget:.2} ms per command for all of \
-             them together, {:.1}x less.",
+             them together, {}.",
             cpu.idle * 100.0,
             largest(cpu, b.accepted_commands_per_sec),
             self.ceiling,
             cpu.cores,
-            per / budget.max(1e-9)
+            if per > budget {
+                format!("{:.1}x less than they used", per / budget.max(1e-9))
+            } else {
+                "no less than they used".into()
+            }
         );
         item.push_str(if cpu.idle < BUSY_IDLE {
             " The cores were the limit, not the database's per-transaction ceiling."
@@ -301,7 +303,7 @@ impl Missed<'_> {
             );
         }
         if let Some(cpu) = &h.cpu {
-            let per = cpu.total_cores() * 1000.0 / h.accepted_commands_per_sec.max(1e-9);
+            let per = cpu.total_ms_per(h.accepted_commands_per_sec);
             let _ = write!(
                 item,
                 " The machine was {:.0}% idle; a command cost {per:.2} ms of CPU ({}).",
@@ -322,7 +324,7 @@ impl Missed<'_> {
         }
         match self.rebuild_cpu {
             Some(cpu) => {
-                let per = cpu.total_cores() * 1000.0 / (rate / 1000.0).max(1e-9);
+                let per = cpu.total_ms_per(rate / 1000.0);
                 let budget = cpu.cores as f64 * 1000.0 / (REBUILD_GOAL / 1000.0);
                 let _ = write!(
                     item,
@@ -346,9 +348,8 @@ impl Missed<'_> {
 /// The three programs that used the most CPU, each in ms per unit of work: `postgres 0.27 ms, ...`.
 fn largest(cpu: &crate::cpu::CpuProfile, per_sec: f64) -> String {
     let per = cpu.ms_per(per_sec);
-    let mut rows: Vec<(&String, &f64)> = per.iter().collect();
-    rows.sort_by(|a, b| b.1.total_cmp(a.1));
-    rows.iter().take(3).map(|(p, ms)| format!("{p} {ms:.2} ms")).collect::<Vec<_>>().join(", ")
+    let top = cpu.busiest().into_iter().take(3);
+    top.map(|(p, _)| format!("{p} {:.2} ms", per[p])).collect::<Vec<_>>().join(", ")
 }
 
 pub fn render(dir: &Path) -> anyhow::Result<String> {
@@ -668,7 +669,7 @@ mod tests {
         assert!(out.contains("cost 1.00 ms of CPU across all programs (postgres 0.45 ms, command-api 0.35 ms, nats-server 0.15 ms)"), "{out}");
         assert!(
             out.contains(
-                "leaves 0.67 ms per command for all of them together, 1.5x less. The cores were the limit"
+                "leaves 0.67 ms per command for all of them together, 1.5x less than they used. The cores were the limit"
             ),
             "{out}"
         );
@@ -678,10 +679,18 @@ mod tests {
         assert!(out.contains("**Rebuild 45000 events/s.** That is 0.50x of this run's JetStream"), "{out}");
         assert!(out.contains("a thousand events cost 40.0 ms of CPU across all programs (posctl 22.22 ms, postgres 17.78 ms); 50000 events/s on 2 cores leaves 40.0 ms."), "{out}");
 
-        // With idle cores, the report does not blame them.
-        let idle_best = run(2000.0, 2000.0, 400.0, 0.40);
+        // With idle cores, the report does not blame them, nor claim the CPU was short.
+        let mut idle_best = run(2000.0, 2000.0, 400.0, 0.40);
+        if let Some(cpu) = idle_best.cpu.as_mut() {
+            cpu.cores_by_program = [("postgres".to_owned(), 1.0)].into();
+        }
         let mut out = String::new();
         Missed { best: Some(&idle_best), half: None, rebuild_rate: None, ..missed }.write(&mut out);
+        assert!(out.contains("cost 0.50 ms of CPU"), "{out}");
+        assert!(
+            out.contains("leaves 0.67 ms per command for all of them together, no less than they used."),
+            "{out}"
+        );
         assert!(
             out.contains("the cores were not the only limit") && !out.contains("were the limit"),
             "{out}"
