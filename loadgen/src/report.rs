@@ -630,7 +630,7 @@ mod tests {
         std::fs::remove_dir(&dir).expect("cleaned up");
     }
 
-    /// A run's summary with these figures and a CPU profile `cores` busy in all, `idle` idle.
+    /// A run's summary with these figures and a CPU profile of 2.0 cores busy in all, `idle` idle.
     fn run(rate: f64, accepted: f64, p99: f64, idle: f64) -> RunSummary {
         let p =
             |p99: f64| serde_json::json!({"p50": p99 / 4.0, "p95": p99 / 2.0, "p99": p99, "max": p99 * 2.0});
