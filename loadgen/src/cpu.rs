@@ -72,6 +72,20 @@ impl CpuProfile {
         if per_second > 0.0 { self.total_cores() * 1000.0 / per_second } else { 0.0 }
     }
 
+    /// CPU milliseconds the machine's cores allow per unit of work at `per_second` units a second.
+    pub fn ms_available_per(&self, per_second: f64) -> f64 {
+        self.cores as f64 * 1000.0 / per_second.max(1e-9)
+    }
+
+    /// Adds `ticks` of CPU that `program` used over `seconds`: each sampled
+    /// program, and a command whose time `loadgen profile` reads at its exit.
+    pub fn add(&mut self, program: &str, ticks: u64, seconds: f64) {
+        if seconds > 0.0 {
+            *self.cores_by_program.entry(program.to_owned()).or_insert(0.0) +=
+                ticks as f64 / TICKS_PER_SEC / seconds;
+        }
+    }
+
     /// The programs and their cores, the busiest first.
     pub fn busiest(&self) -> Vec<(&str, f64)> {
         let mut rows: Vec<(&str, f64)> =
@@ -181,28 +195,16 @@ fn build<'a>(
     if total == 0 || seconds <= 0.0 {
         return None;
     }
-    let mut cores_by_program = BTreeMap::new();
-    for (program, ticks) in used.filter(|(_, t)| *t > 0) {
-        *cores_by_program.entry(program.to_owned()).or_insert(0.0) += ticks as f64 / TICKS_PER_SEC / seconds;
-    }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    Some(CpuProfile {
-        cores_by_program,
+    let mut profile = CpuProfile {
+        cores_by_program: BTreeMap::new(),
         idle: (after.idle.saturating_sub(before.idle)) as f64 / total as f64,
         steal: (after.steal.saturating_sub(before.steal)) as f64 / total as f64,
-        cores,
-    })
-}
-
-impl CpuProfile {
-    /// Adds the CPU a program used that the snapshots could not see because it
-    /// started and ended between them (a command run by `loadgen profile`).
-    pub fn add(&mut self, program: &str, ticks: u64, seconds: f64) {
-        if seconds > 0.0 {
-            *self.cores_by_program.entry(program.to_owned()).or_insert(0.0) +=
-                ticks as f64 / TICKS_PER_SEC / seconds;
-        }
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    for (program, ticks) in used.filter(|(_, t)| *t > 0) {
+        profile.add(program, ticks, seconds);
     }
+    Some(profile)
 }
 
 /// The CPU ticks of this process's children that it has waited for (`cutime +

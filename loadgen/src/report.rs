@@ -266,7 +266,7 @@ impl Missed<'_> {
             return item;
         };
         let per = cpu.total_ms_per(b.accepted_commands_per_sec);
-        let budget = cpu.cores as f64 * 1000.0 / self.ceiling.max(1e-9);
+        let budget = cpu.ms_available_per(self.ceiling);
         let _ = write!(
             item,
             " the machine was {:.0}% idle and an accepted command cost {per:.2} ms of CPU across all programs ({}). \
@@ -325,7 +325,7 @@ impl Missed<'_> {
         match self.rebuild_cpu {
             Some(cpu) => {
                 let per = cpu.total_ms_per(rate / 1000.0);
-                let budget = cpu.cores as f64 * 1000.0 / (REBUILD_GOAL / 1000.0);
+                let budget = cpu.ms_available_per(REBUILD_GOAL / 1000.0);
                 let _ = write!(
                     item,
                     " While it ran the machine was {:.0}% idle, and a thousand events cost {per:.1} ms of CPU across \
