@@ -124,7 +124,7 @@ const COMPARISONS: [(&str, &str, &str); 5] = [
 
 /// Waits for the system to settle (at most `wait`), then compares.
 pub async fn run(infra: &platform::InfraSettings, wait: Duration) -> anyhow::Result<CheckReport> {
-    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let pg = crate::db::connect(&infra.database_url).await?;
     let settled = settle(&pg, infra, wait).await?;
     let mut comparisons = Vec::new();
     for (name, count, mismatches) in COMPARISONS {

@@ -10,7 +10,7 @@ pub enum Command {
 }
 
 pub async fn run(infra: &platform::InfraSettings, command: Command) -> anyhow::Result<()> {
-    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let pg = crate::db::connect(&infra.database_url).await?;
     let nats = async_nats::connect(&infra.nats_url).await.context("connecting to NATS")?;
     let dlq =
         DeadLetters { js: async_nats::jetstream::new(nats), pg, stream_prefix: infra.stream_prefix.clone() };

@@ -6,8 +6,10 @@
 //! - [`operate`]: plumbing of `rebuild` and `replay`.
 //! - [`dlq`]: listing, showing and redriving dead letters.
 //! - [`check`]: the read models compared with the write model.
+//! - [`db`]: the commands' connection to the database.
 
 pub mod check;
+pub mod db;
 pub mod dlq;
 pub mod nats_config;
 pub mod operate;

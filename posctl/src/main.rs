@@ -1,6 +1,5 @@
 //! `posctl`: the operator CLI.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use command_api::auth::JwtKeys;
 
@@ -204,8 +203,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::SeedDemo { json: _ } => {
             let keys = JwtKeys::from_env()?;
-            let pg =
-                sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+            let pg = posctl::db::connect(&infra.database_url).await?;
             let demo = posctl::seed::demo(&pg, &keys).await?;
             println!("{}", serde_json::to_string_pretty(&demo)?);
         }

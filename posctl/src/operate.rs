@@ -13,7 +13,7 @@ pub fn projection(name: &str) -> anyhow::Result<Projection> {
 }
 
 pub async fn source(infra: &platform::InfraSettings) -> anyhow::Result<Source> {
-    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let pg = crate::db::connect(&infra.database_url).await?;
     let nats = async_nats::connect(&infra.nats_url).await.context("connecting to NATS")?;
     Ok(Source {
         pg,
@@ -42,7 +42,7 @@ pub async fn resettle(
     store: uuid::Uuid,
     date: chrono::NaiveDate,
 ) -> anyhow::Result<uuid::Uuid> {
-    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let pg = crate::db::connect(&infra.database_url).await?;
     let merchant_id: uuid::Uuid = sqlx::query_scalar("SELECT merchant_id FROM stores WHERE id = $1")
         .bind(store)
         .fetch_optional(&pg)

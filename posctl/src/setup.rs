@@ -1,10 +1,8 @@
 //! `posctl setup`: database, migrations and streams, idempotently.
 
 use anyhow::Context;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::path::Path;
-use std::str::FromStr;
 
 use crate::nats_config::{self, Vars};
 
@@ -12,7 +10,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Creates the database named in `url` if it does not exist.
 pub async fn create_database(url: &str) -> anyhow::Result<bool> {
-    let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid URL")?;
+    let options = crate::db::options(url)?;
     let name = options.get_database().unwrap_or("smartpos").to_owned();
     let mut admin = options.clone().database("postgres").connect().await.with_context(|| {
         format!("connecting to PostgreSQL at {}:{}", options.get_host(), options.get_port())
@@ -46,7 +44,7 @@ pub async fn run(
     let mut report = Vec::new();
     let created = create_database(&infra.database_url).await?;
     report.push(format!("database: {}", if created { "created" } else { "exists" }));
-    let pg = PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let pg = crate::db::connect(&infra.database_url).await?;
     let before = applied(&pg).await;
     migrate(&pg).await?;
     let after = applied(&pg).await;

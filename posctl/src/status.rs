@@ -32,7 +32,7 @@ pub struct ConsumerLine {
 }
 
 pub async fn collect(infra: &platform::InfraSettings) -> anyhow::Result<Report> {
-    let pg = sqlx::PgPool::connect(&infra.database_url).await.context("connecting to the database")?;
+    let pg = crate::db::connect(&infra.database_url).await?;
     let nats = async_nats::connect(&infra.nats_url).await.context("connecting to NATS")?;
     let js = async_nats::jetstream::new(nats);
     let events = format!("{}_EVENTS", infra.stream_prefix);

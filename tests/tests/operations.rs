@@ -211,3 +211,40 @@ async fn sigterm_stops_the_command_api_cleanly() {
     assert!(status.success(), "exit status {status:?}");
     env.cleanup().await;
 }
+
+/// An operator's statement that runs past a second (a whole-table check, a
+/// rebuild's swap) is the command doing its job: `posctl` does not print it,
+/// with its whole SQL text, as a warning. sqlx's default does.
+#[tokio::test]
+async fn a_slow_operator_statement_is_not_printed_as_a_warning() {
+    let env = TestEnv::new().await;
+    // The check's comparisons read the bills read model; hold it locked.
+    let mut lock = env.pg.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE rm_bills.bills IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let check = tokio::spawn(
+        tokio::process::Command::new(process::binary("posctl"))
+            .args(["check", "--wait", "10"])
+            .envs(env.vars())
+            .env_remove("RUST_LOG")
+            .output(),
+    );
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND application_name = 'posctl' AND wait_event_type = 'Lock'";
+    eventually(Duration::from_secs(20), "posctl's statement to wait on the lock", || async {
+        let n: i64 = sqlx::query_scalar(waiting).fetch_one(&env.pg).await.expect("activity");
+        (n > 0).then_some(())
+    })
+    .await;
+    // Past sqlx's one-second threshold for a slow statement.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    lock.commit().await.expect("unlock");
+    let out = check.await.expect("join").expect("posctl runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("orders = rm_bills.bills"), "{stdout}");
+    assert!(!stderr.contains("slow statement") && !stderr.contains("WARN"), "{stderr}");
+    env.cleanup().await;
+}
