@@ -6,7 +6,8 @@ use sqlx::{ConnectOptions, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The pool every `posctl` command uses, named `posctl` in `pg_stat_activity`.
+/// The pool every `posctl` command uses, named `posctl` in `pg_stat_activity`
+/// unless `DATABASE_URL` names it.
 ///
 /// An operator's statements read or rewrite whole tables (a check compares
 /// every order with its bill, a rebuild fills and swaps in a shadow table),
@@ -21,8 +22,26 @@ pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
 /// The options of [`connect`], for a single connection of its own (`setup`'s
 /// to the `postgres` database, to create the project's).
 pub fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    Ok(PgConnectOptions::from_str(url)
+    let options = PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?
-        .application_name("posctl")
-        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1)))
+        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
+    // As the services do (`platform::connect`): the URL's own name wins.
+    Ok(match options.get_application_name() {
+        Some(_) => options,
+        None => options.application_name("posctl"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::options;
+
+    #[test]
+    fn sessions_are_named_posctl_unless_the_url_names_them() {
+        let plain = options("postgres://u@127.0.0.1:5432/db").expect("url");
+        assert_eq!(plain.get_application_name(), Some("posctl"));
+        let named = options("postgres://u@127.0.0.1:5432/db?application_name=night-check").expect("url");
+        assert_eq!(named.get_application_name(), Some("night-check"));
+        assert!(options("not a url").is_err());
+    }
 }
