@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL, NATS (with JetStream) and Redis are installed and
 # running on their default local ports, and that the `smartpos` database role
-# exists. Installs missing Debian packages; starts stopped servers; changes
-# nothing that is already in place. Safe to run any number of times.
+# exists (a member of pg_signal_backend). Installs missing Debian packages;
+# starts stopped servers; changes nothing that is already in place. Safe to
+# run any number of times.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -42,6 +43,16 @@ fi
 if ! as_postgres psql -qtAc "SELECT 1 FROM pg_roles WHERE rolname = 'smartpos'" | grep -q 1; then
   log "creating the smartpos role"
   as_postgres psql -qc "CREATE ROLE smartpos LOGIN CREATEDB PASSWORD 'smartpos'"
+fi
+# `DROP DATABASE ... WITH (FORCE)` (the tests' clean-up, `loadgen reset`) ends
+# the sessions still in the database, and refuses when one is not its own
+# role's, as an autovacuum worker's is not ("must be a member of the role
+# whose process is being terminated or member of pg_signal_backend"): the
+# database was left behind. pg_signal_backend lets the role end non-superuser
+# sessions, never a superuser's.
+if ! as_postgres psql -qtAc "SELECT pg_has_role('smartpos', 'pg_signal_backend', 'MEMBER')" | grep -q t; then
+  log "granting pg_signal_backend to the smartpos role"
+  as_postgres psql -qc "GRANT pg_signal_backend TO smartpos"
 fi
 
 # The server settings a write-heavy workload needs (they take a reload, not a
