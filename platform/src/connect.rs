@@ -56,11 +56,8 @@ pub async fn postgres(url: &str, max_connections: u32, plans: Plans) -> anyhow::
             ("jit", "off"),
         ]);
     }
-    // Who is who in pg_stat_activity and the server's logs, unless the URL says.
-    if options.get_application_name().is_none()
-        && let Some(program) = program_name()
-    {
-        options = options.application_name(&program);
+    if let Some(program) = program_name() {
+        options = named(options, &program);
     }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
@@ -124,6 +121,15 @@ impl HeldConnection {
     /// with an error of its own (57P01) before it closes.
     pub fn release(&mut self) {
         self.conn = None;
+    }
+}
+
+/// Sessions named `name`, who is who in `pg_stat_activity` and the server's
+/// logs, unless the URL names them itself (`?application_name=...`).
+pub fn named(options: PgConnectOptions, name: &str) -> PgConnectOptions {
+    match options.get_application_name() {
+        Some(_) => options,
+        None => options.application_name(name),
     }
 }
 

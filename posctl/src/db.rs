@@ -25,11 +25,7 @@ pub fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
     let options = PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?
         .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
-    // As the services do (`platform::connect`): the URL's own name wins.
-    Ok(match options.get_application_name() {
-        Some(_) => options,
-        None => options.application_name("posctl"),
-    })
+    Ok(platform::connect::named(options, "posctl"))
 }
 
 #[cfg(test)]
