@@ -107,42 +107,79 @@ impl Envelope {
         headers
     }
 
-    /// Reads an envelope back from headers (case-sensitive, lower-case names).
+    /// Reads an envelope back from headers (case-sensitive, lower-case names;
+    /// where a name repeats, its last value counts).
     pub fn from_headers<'a>(
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, EnvelopeError> {
-        // A dozen headers: a linear scan of a small vector beats hashing them,
-        // and a value without `%` is used as it is (rebuilds decode millions).
-        let map: Vec<(&str, Cow<'a, str>)> = headers.into_iter().map(|(k, v)| (k, decode(v))).collect();
-        let find = |name: &str| map.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.as_ref());
-        let get = |name: &'static str| find(name).ok_or(EnvelopeError::Missing(name));
-        let uuid = |name: &'static str| {
-            get(name).and_then(|v| Uuid::parse_str(v).map_err(|_| EnvelopeError::Invalid(name)))
+        // One pass over the dozen headers, each name matched once, and only
+        // the values kept are percent-decoded: rebuilds decode millions.
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            let slot = match name {
+                "ce-specversion" => &mut seen.specversion,
+                "ce-type" => &mut seen.ty,
+                "ce-id" => &mut seen.id,
+                "ce-merchantid" => &mut seen.merchant_id,
+                "ce-storeid" => &mut seen.store_id,
+                "ce-deviceid" => &mut seen.device_id,
+                "ce-subject" => &mut seen.subject,
+                "ce-sequence" => &mut seen.sequence,
+                "ce-time" => &mut seen.time,
+                "ce-correlationid" => &mut seen.correlation_id,
+                TRACEPARENT => &mut seen.traceparent,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        let get = |value: Option<&'a str>, name: &'static str| {
+            value.map(decode).ok_or(EnvelopeError::Missing(name))
         };
-        let opt_uuid = |name: &'static str| match find(name) {
+        let uuid = |value: Option<&'a str>, name: &'static str| {
+            get(value, name).and_then(|v| Uuid::parse_str(&v).map_err(|_| EnvelopeError::Invalid(name)))
+        };
+        let opt_uuid = |value: Option<&'a str>, name: &'static str| match value {
             None => Ok(None),
-            Some(v) => Uuid::parse_str(v).map(Some).map_err(|_| EnvelopeError::Invalid(name)),
+            Some(_) => uuid(value, name).map(Some),
         };
-        if get("ce-specversion")? != "1.0" {
+        if get(seen.specversion, "ce-specversion")? != "1.0" {
             return Err(EnvelopeError::Invalid("ce-specversion"));
         }
-        let ty = get("ce-type")?;
-        let kind = EventKind::from_ce_type(ty).ok_or_else(|| EnvelopeError::UnknownType(ty.to_owned()))?;
+        let ty = get(seen.ty, "ce-type")?;
+        let kind = EventKind::from_ce_type(&ty).ok_or_else(|| EnvelopeError::UnknownType(ty.into_owned()))?;
         Ok(Self {
-            id: uuid("ce-id")?,
+            id: uuid(seen.id, "ce-id")?,
             kind,
-            merchant_id: uuid("ce-merchantid")?,
-            store_id: opt_uuid("ce-storeid")?,
-            device_id: opt_uuid("ce-deviceid")?,
-            subject: uuid("ce-subject")?,
-            sequence: get("ce-sequence")?.parse().map_err(|_| EnvelopeError::Invalid("ce-sequence"))?,
-            time: DateTime::parse_from_rfc3339(get("ce-time")?)
+            merchant_id: uuid(seen.merchant_id, "ce-merchantid")?,
+            store_id: opt_uuid(seen.store_id, "ce-storeid")?,
+            device_id: opt_uuid(seen.device_id, "ce-deviceid")?,
+            subject: uuid(seen.subject, "ce-subject")?,
+            sequence: get(seen.sequence, "ce-sequence")?
+                .parse()
+                .map_err(|_| EnvelopeError::Invalid("ce-sequence"))?,
+            time: DateTime::parse_from_rfc3339(&get(seen.time, "ce-time")?)
                 .map_err(|_| EnvelopeError::Invalid("ce-time"))?
                 .with_timezone(&Utc),
-            correlation_id: find("ce-correlationid").map(str::to_owned),
-            traceparent: find(TRACEPARENT).map(str::to_owned),
+            correlation_id: seen.correlation_id.map(|v| decode(v).into_owned()),
+            traceparent: seen.traceparent.map(|v| decode(v).into_owned()),
         })
     }
+}
+
+/// The raw values of the headers an [`Envelope`] is read from.
+#[derive(Default)]
+struct Seen<'a> {
+    specversion: Option<&'a str>,
+    ty: Option<&'a str>,
+    id: Option<&'a str>,
+    merchant_id: Option<&'a str>,
+    store_id: Option<&'a str>,
+    device_id: Option<&'a str>,
+    subject: Option<&'a str>,
+    sequence: Option<&'a str>,
+    time: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    traceparent: Option<&'a str>,
 }
 
 fn encode(value: &str) -> String {
@@ -150,7 +187,12 @@ fn encode(value: &str) -> String {
 }
 
 fn decode(value: &str) -> Cow<'_, str> {
-    if value.contains('%') { percent_decode_str(value).decode_utf8_lossy() } else { Cow::Borrowed(value) }
+    // A byte loop, not `contains`: on values this short memchr's set-up costs more than the scan.
+    if value.bytes().any(|b| b == b'%') {
+        percent_decode_str(value).decode_utf8_lossy()
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +243,24 @@ mod tests {
         let headers = original.to_headers();
         let back = Envelope::from_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         assert_eq!(back, Ok(original));
+    }
+
+    #[test]
+    fn a_repeated_header_counts_by_its_last_value_and_others_are_ignored() {
+        let original = envelope();
+        let mut headers = original.to_headers();
+        headers.insert(0, ("ce-sequence".into(), "1".into()));
+        headers.push(("Nats-Msg-Id".into(), original.id.to_string()));
+        let back = Envelope::from_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(back, Ok(original.clone()));
+
+        headers.push(("ce-sequence".into(), "9".into()));
+        let back = Envelope::from_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(back.map(|e| e.sequence), Ok(9));
+
+        let without: Vec<_> = headers.iter().filter(|(k, _)| k != "ce-subject").collect();
+        let back = Envelope::from_headers(without.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(back, Err(EnvelopeError::Missing("ce-subject")));
     }
 
     #[test]
