@@ -12,6 +12,7 @@ mod scenario;
 mod schedule;
 mod search;
 mod stats;
+mod wal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -307,6 +308,7 @@ async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile
     };
     let recorder = Arc::new(Recorder::default());
     let cache_before = scenario.bill_cache_counts().await;
+    let wal_before = wal::counters(&target.database_url).await;
     let cpu_before = cpu::snapshot();
     let elapsed = {
         let (scenario, recorder_op) = (scenario.clone(), recorder.clone());
@@ -318,6 +320,9 @@ async fn measure(label: &str, scenario: &Arc<Scenario>, target: &Target, profile
     upkeep.abort();
     let mut summary = recorder.summary(profile.peak(), elapsed);
     summary.cpu = cpu::profile(&cpu_before, &cpu::snapshot(), elapsed.as_secs_f64());
+    if let (Some(before), Some(after)) = (wal_before, wal::counters(&target.database_url).await) {
+        summary.wal = Some(after.since(&before));
+    }
     if let (Some(before), Some(after)) = (cache_before, scenario.bill_cache_counts().await) {
         summary.bill_cache = Some(after.since(&before));
     }

@@ -152,6 +152,13 @@ fn run_table(out: &mut String, s: &RunSummary) {
     if let Some(c) = &s.bill_cache {
         let _ = writeln!(out, "Bill lookups answered from the query API's memory: {}.\n", cache_share(c));
     }
+    if let Some(w) = &s.wal {
+        let _ = writeln!(
+            out,
+            "WAL written by PostgreSQL during the run: {}.\n",
+            w.line(s.accepted_commands(), "accepted command")
+        );
+    }
     if let Some(cpu) = &s.cpu {
         cpu_table(out, cpu, s.accepted_commands_per_sec, "accepted command");
     }
@@ -447,6 +454,27 @@ fn flat_item(flat: &Flat) -> String {
             "): commands cost more with the data."
         } else {
             "): the data did not make commands dearer by a tenth."
+        });
+    }
+    if let Some((empty, full)) = flat.fixed
+        && let (Some(before), Some(after)) = (&empty.wal, &full.wal)
+    {
+        let (b, a) = (empty.accepted_commands(), full.accepted_commands());
+        let _ = write!(
+            item,
+            " PostgreSQL wrote {:.1} kB of WAL per command after the history against {:.1} kB before ({}), \
+             {:.2} full-page images per command against {:.2}",
+            after.kb_per(a),
+            before.kb_per(b),
+            ratio(after.kb_per(a), before.kb_per(b)),
+            after.images_per(a),
+            before.images_per(b)
+        );
+        item.push_str(if after.images_per(a) > before.images_per(b) * FLAT_P99 {
+            ": after a checkpoint the first change to a page writes the whole page, and after the history \
+             the commands' changes fell on more distinct pages."
+        } else {
+            "."
         });
     }
     let undecided = flat.undecided_rates();
@@ -863,11 +891,19 @@ mod tests {
         let steps = [met(1634.0), met(2063.0), missed(2063.0), met(1919.0), missed(1919.0), missed(1785.0)];
         let full_best = steps[0].clone();
         // The same fixed rate: 2.0 cores before, 2.1 after (PostgreSQL 0.9 -> 1.0).
-        let empty = run(1622.0, 1614.0, 442.0, 0.02);
+        let mut empty = run(1622.0, 1614.0, 442.0, 0.02);
         let mut full = run(1622.0, 1611.0, 363.0, 0.01);
         if let Some(cpu) = full.cpu.as_mut() {
             cpu.cores_by_program.insert("postgres".into(), 1.0);
         }
+        // 3 kB of WAL and 0.2 full-page images per command before, 6 kB and 0.8 after.
+        let wal = |run: &RunSummary, kb: f64, images: f64| crate::wal::WalUse {
+            bytes: kb * 1024.0 * run.accepted_commands(),
+            full_page_images: images * run.accepted_commands(),
+            checkpoints: 0.0,
+        };
+        empty.wal = Some(wal(&empty, 3.0, 0.2));
+        full.wal = Some(wal(&full, 6.0, 0.8));
         let flat = Flat {
             events: 10_000_000,
             best: &best,
@@ -895,6 +931,7 @@ mod tests {
         assert!(!out.contains("; p99 at"), "the p99 goal was met: {out}");
         // 2.1 cores / 1,611 commands/s against 2.0 / 1,614.
         assert!(out.contains("At the same fixed rate (1622 ops/s) an accepted command cost 1.30 ms of CPU across all programs after the history and 1.24 ms before (1.05x; the largest growth: postgres 0.62 against 0.56 ms): the data did not make commands dearer by a tenth."), "{out}");
+        assert!(out.contains("PostgreSQL wrote 6.0 kB of WAL per command after the history against 3.0 kB before (2.00x), 0.80 full-page images per command against 0.20: after a checkpoint the first change to a page writes the whole page"), "{out}");
         assert!(out.contains("the same rate both met and missed the SLO (2063, 1919 ops/s)"), "{out}");
         assert!(out.contains("a 20 s step is decided by the machine's moment as much as by the system, and the search settled on 1634 ops/s."), "{out}");
 
@@ -903,9 +940,12 @@ mod tests {
         if let Some(cpu) = dearer.cpu.as_mut() {
             cpu.cores_by_program.insert("postgres".into(), 1.3);
         }
+        dearer.wal = Some(wal(&dearer, 3.1, 0.21));
         let out = report(Flat { fixed: Some((&empty, &dearer)), ..flat });
         assert!(out.contains("accepted commands/s; p99 at 1622 ops/s 1.36x of the empty database's, 600.0 against 442.0 ms)."), "{out}");
         assert!(out.contains("(1.20x; the largest growth: postgres 0.81 against 0.56 ms): commands cost more with the data."), "{out}");
+        // As many full-page images per command as before: no page-image story.
+        assert!(out.contains("3.1 kB of WAL per command after the history against 3.0 kB before (1.03x), 0.21 full-page images per command against 0.20."), "{out}");
 
         // Both goals met: nothing to explain.
         let close = met(1919.0);

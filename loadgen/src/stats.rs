@@ -187,6 +187,7 @@ impl Recorder {
             projection_lag_timeouts: inner.lag_timeouts,
             cpu: None,
             bill_cache: None,
+            wal: None,
         }
     }
 }
@@ -257,6 +258,10 @@ pub struct RunSummary {
     /// when its `/metrics` did not say, and in results from before the cache).
     #[serde(default)]
     pub bill_cache: Option<BillCacheCounts>,
+    /// The WAL PostgreSQL wrote during the run (absent when its counters
+    /// could not be read, and in results from before it was measured).
+    #[serde(default)]
+    pub wal: Option<crate::wal::WalUse>,
 }
 
 /// The query API's `bill_cache_requests_total{outcome}` counters, or their
@@ -316,6 +321,11 @@ impl crate::search::Step for RunSummary {
 }
 
 impl RunSummary {
+    /// Commands accepted over the whole run.
+    pub fn accepted_commands(&self) -> f64 {
+        self.accepted_commands_per_sec * self.seconds
+    }
+
     /// The platform's SLO: p95 under 500 ms and under 0.5% errors.
     pub fn meets_slo(&self) -> bool {
         self.overall.p95 < 500.0 && self.error_rate < 0.005
@@ -367,6 +377,9 @@ impl RunSummary {
                 c.miss,
                 c.bypass
             );
+        }
+        if let Some(w) = &self.wal {
+            println!("  wal: {}", w.line(self.accepted_commands(), "accepted command"));
         }
         if let Some(cpu) = &self.cpu {
             let per = cpu.ms_per(self.accepted_commands_per_sec);
