@@ -43,12 +43,20 @@ impl WalUse {
     }
 
     /// `512.0 MB, 12.3 kB and 0.52 full-page images per accepted command, 1 checkpoint begun`.
+    /// Without a unit of work done (a read-only run), the totals alone.
     pub fn line(&self, units: f64, unit: &str) -> String {
+        let per = if units > 0.0 {
+            format!(
+                ", {:.1} kB and {:.2} full-page images per {unit}",
+                self.kb_per(units),
+                self.images_per(units)
+            )
+        } else {
+            format!(", {:.0} full-page images", self.full_page_images)
+        };
         format!(
-            "{:.1} MB, {:.1} kB and {:.2} full-page images per {unit}, {:.0} checkpoint{} begun",
+            "{:.1} MB{per}, {:.0} checkpoint{} begun",
             self.bytes / 1024.0 / 1024.0,
-            self.kb_per(units),
-            self.images_per(units),
             self.checkpoints,
             if self.checkpoints == 1.0 { "" } else { "s" }
         )
@@ -96,5 +104,7 @@ mod tests {
             Some("2 checkpoints begun")
         );
         assert_eq!(run.kb_per(0.0), 0.0);
+        // A run that accepted no command (bill reads alone): totals, not a share per nothing.
+        assert_eq!(run.line(0.0, "accepted command"), "20.0 MB, 1000 full-page images, 1 checkpoint begun");
     }
 }
