@@ -65,7 +65,8 @@ pub fn router(state: AppState, deps: Dependencies, body_limit: usize) -> Router 
         }))
 }
 
-/// Connects, starts the relay and janitor, and serves until `shutdown`.
+/// Connects, starts the relay, the janitor and the planner statistics'
+/// keeper, and serves until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = platform::metrics::handle();
     let infra = &config.infra;
@@ -96,6 +97,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     };
     let deps = Dependencies { pg: pg.clone(), nats: nats.clone(), redis, critical: vec!["postgres"] };
     let mut tasks = tokio::task::JoinSet::new();
+    let (stats_pg, stop) = (pg.clone(), shutdown.clone());
+    tasks.spawn(platform::statistics::keep(stats_pg, stop));
     if config.relay.enabled {
         let relay =
             relay::Relay::new(pg.clone(), async_nats::jetstream::new(nats.clone()), config.relay.clone())

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod problem;
 pub mod settings;
 pub mod shutdown;
+pub mod statistics;
 pub mod telemetry;
 pub mod trace;
 

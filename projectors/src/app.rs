@@ -48,6 +48,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             let _ = runner.run(stop).await;
         });
     }
+    // The read models are young tables too: one keeper per database does the
+    // work, this one when the command API is not running.
+    let (stats_pg, stop) = (pg.clone(), shutdown.clone());
+    tasks.spawn(platform::statistics::keep(stats_pg, stop));
     let (lag_pg, lag_js, lag_stream, stop) = (pg.clone(), js.clone(), stream.clone(), shutdown.clone());
     tasks.spawn(async move { report_lag(lag_pg, lag_js, lag_stream, stop).await });
     let deps = Dependencies { pg: pg.clone(), nats: nats.clone(), redis, critical: vec!["postgres", "nats"] };

@@ -667,3 +667,143 @@ async fn the_pool_replaces_an_idle_connection_the_server_closed_before_handing_i
 async fn pid(conn: &mut sqlx::PgConnection) -> sqlx::Result<i32> {
     sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await
 }
+
+/// The index entries read from `orders` so far, and the scans that read them.
+async fn orders_index_reads(pg: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT sum(idx_scan)::int8, sum(idx_tup_read)::int8 FROM pg_stat_user_indexes WHERE relname = 'orders'",
+    )
+    .fetch_one(pg)
+    .await
+    .expect("index statistics")
+}
+
+#[tokio::test]
+async fn statements_planned_while_the_tables_were_empty_look_orders_up_by_key_once_they_grow() {
+    let env = TestEnv::new().await;
+    // As on a fresh database: statistics that say the tables are empty. With
+    // autovacuum off on them, only the command API's keeper can refresh them.
+    for table in ["orders", "payments", "idempotency_keys"] {
+        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = off)"))
+            .execute(&env.pg)
+            .await
+            .expect("autovacuum off");
+        sqlx::query(&format!("VACUUM (ANALYZE) {table}")).execute(&env.pg).await.expect("analyze");
+    }
+    let app = TestApp::spawn(&env).await;
+    let m = env.merchant(1).await;
+    let token = app.token(&m, 0).await;
+    let sale = || async {
+        let order = app.create_order(&token).await;
+        assert_eq!(order.status, 201, "{}", order.body);
+        let total = order.body["total"].as_i64().expect("total");
+        let paid = app.pay(&token, &order.str("order_id"), "cash", total, "automatic").await;
+        assert_eq!(paid.status, 201, "{}", paid.body);
+    };
+    // Each statement is planned now, once per connection, for empty tables.
+    for _ in 0..3 {
+        sale().await;
+    }
+    // A busy first minute: the table grows far past its statistics.
+    sqlx::query(
+        "INSERT INTO orders (id, merchant_id, store_id, device_id, currency, status, lines, taxes, subtotal,
+                             tax, total, business_date, version, created_at, updated_at)
+         SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'JPY',
+                'completed', '[]', '[]', 0, 0, 0, current_date, 1, now(), now()
+           FROM generate_series(1, 20000)",
+    )
+    .execute(&env.pg)
+    .await
+    .expect("20,000 orders");
+    // What the planner counts once the keeper has analyzed the table (not
+    // autovacuum, off here; the setup's own ANALYZE counted none).
+    eventually(Duration::from_secs(30), "the keeper to analyze orders", || async {
+        let planned: f32 =
+            sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'orders'::regclass")
+                .fetch_one(&env.pg)
+                .await
+                .ok()?;
+        (planned >= 20_000.0).then_some(())
+    })
+    .await;
+    // Twenty sales: each payment finds its order and updates it, two lookups.
+    let (scans, read) = orders_index_reads(&env.pg).await;
+    for _ in 0..20 {
+        sale().await;
+    }
+    let (scans_after, read_after) =
+        eventually(Duration::from_secs(30), "the sales' index scans to be counted", || async {
+            let now = orders_index_reads(&env.pg).await;
+            (now.0 - scans >= 40).then_some(now)
+        })
+        .await;
+    // A plan made for an empty table walks all 20,000 entries of an index at each call.
+    assert!(
+        read_after - read < 1_000,
+        "{} index entries read from orders in {} scans for 20 sales",
+        read_after - read,
+        scans_after - scans
+    );
+    let metrics = String::from_utf8(app.get("/metrics").await.raw).unwrap_or_default();
+    assert!(metrics.contains("planner_statistics_refreshes_total{table=\"public.orders\"}"), "{metrics}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_statistics_keeper_analyzes_tables_that_doubled_and_not_those_whose_rows_come_and_go() {
+    let env = TestEnv::new().await;
+    let pg = platform::connect::postgres(&env.database_url, 2, platform::connect::Plans::KeyedLookups)
+        .await
+        .expect("pool");
+    let run = |sql: &'static str| {
+        let pg = env.pg.clone();
+        async move { sqlx::query(sql).execute(&pg).await.unwrap_or_else(|e| panic!("{sql}: {e}")) }
+    };
+    // The server counts live rows a moment after each transaction.
+    let counted = |table: &'static str, rows: i64| {
+        let pg = env.pg.clone();
+        eventually(Duration::from_secs(10), "the server to count the rows", move || {
+            let pg = pg.clone();
+            async move {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = $1")
+                        .bind(table)
+                        .fetch_one(&pg)
+                        .await
+                        .ok()?;
+                (n == rows).then_some(())
+            }
+        })
+    };
+    let refreshed = || async {
+        let tables = platform::statistics::refresh(&pg).await.expect("refresh");
+        tables.into_iter().map(|t| t.table).collect::<Vec<_>>()
+    };
+    run("CREATE TABLE grows (id int8 PRIMARY KEY, pad text) WITH (autovacuum_enabled = off)").await;
+    run("CREATE TABLE churns (id int8 PRIMARY KEY, pad text) WITH (autovacuum_enabled = off)").await;
+    run("INSERT INTO grows SELECT i, repeat('x', 100) FROM generate_series(1, 500) i").await;
+    counted("grows", 500).await;
+    assert_eq!(refreshed().await, Vec::<String>::new(), "below the floor of rows");
+    run("INSERT INTO grows SELECT i, repeat('x', 100) FROM generate_series(501, 4000) i").await;
+    counted("grows", 4000).await;
+    assert_eq!(refreshed().await, ["public.grows"]);
+    let planned: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'grows'::regclass")
+        .fetch_one(&env.pg)
+        .await
+        .expect("reltuples");
+    assert_eq!(planned, 4000.0);
+    assert_eq!(refreshed().await, Vec::<String>::new(), "its statistics are its size now");
+    // Rows that come and go in the same pages, as the outbox's do while the
+    // relay keeps up: four thousand live rows where the statistics say none.
+    run("INSERT INTO churns SELECT i, repeat('x', 100) FROM generate_series(1, 4000) i").await;
+    run("DELETE FROM churns").await;
+    run("VACUUM (TRUNCATE false) churns").await;
+    run("INSERT INTO churns SELECT i, repeat('x', 100) FROM generate_series(4001, 8000) i").await;
+    counted("churns", 4000).await;
+    assert_eq!(refreshed().await, Vec::<String>::new(), "the same pages, the same plans");
+    run("INSERT INTO grows SELECT i, repeat('x', 100) FROM generate_series(4001, 10000) i").await;
+    assert_eq!(refreshed().await, ["public.grows"], "more than doubled again");
+    pg.close().await;
+    env.cleanup().await;
+}
