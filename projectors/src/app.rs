@@ -48,8 +48,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             let _ = runner.run(stop).await;
         });
     }
-    // The read models are young tables too: one keeper per database does the
-    // work, this one when the command API is not running.
+    // The read models are young tables too. The command API keeps them as
+    // well; an advisory lock lets one process at a time do the work.
     let (stats_pg, stop) = (pg.clone(), shutdown.clone());
     tasks.spawn(platform::statistics::keep(stats_pg, stop));
     let (lag_pg, lag_js, lag_stream, stop) = (pg.clone(), js.clone(), stream.clone(), shutdown.clone());
