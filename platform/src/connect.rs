@@ -22,10 +22,13 @@ pub enum Plans {
     /// For the request paths, whose every statement is a keyed lookup or a
     /// batch of them: plans made once per statement and connection (custom
     /// plans of the array-binding statements were re-planned on every call,
-    /// 0.4-0.9 ms each), and no sequential scans, hash or merge joins, so
-    /// that a plan made while a table was nearly empty (a fresh database)
-    /// is still an index lookup when the table holds millions of rows.
+    /// 0.4-0.9 ms each), and no sequential scans, hash or merge joins.
     /// Both measured with pg_stat_statements and auto_explain (bench/NOTES.md).
+    /// That alone does not make a plan made while a table was nearly empty
+    /// (a fresh database) a lookup by key: it can walk the table's whole
+    /// index, and PostgreSQL plans again only when the table's statistics
+    /// change. [`crate::statistics`] refreshes them while tables are young
+    /// (`bench/NOTES.md`, step 68).
     /// JIT is off: the scan a disabled plan type still needs (a count for a
     /// gauge) is costed ten billion higher, far past `jit_above_cost`, and
     /// was compiled, inlined and optimised at each call (120-133 ms of

@@ -819,6 +819,16 @@ async fn the_statistics_keeper_analyzes_tables_that_doubled_and_leaves_queues_al
     assert!(pages > 2 * i64::from(planned), "{pages} pages against {planned}");
     assert_eq!(refreshed().await, Vec::<String>::new(), "a queue is left to autovacuum");
     run("INSERT INTO grows SELECT i, repeat('x', 100) FROM generate_series(4001, 10000) i").await;
+    // Held by another session: passed over, and analyzed once free.
+    let mut holder = env.pg.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE grows IN SHARE UPDATE EXCLUSIVE MODE").execute(&mut *holder).await.expect("lock");
+    assert_eq!(refreshed().await, Vec::<String>::new(), "another session holds it");
+    // A lock that even reading its size waits for (a migration, a rebuild's
+    // DROP): the pass leaves it, rather than wait with a pooled connection.
+    sqlx::query("LOCK TABLE grows IN ACCESS EXCLUSIVE MODE").execute(&mut *holder).await.expect("lock");
+    let pass = tokio::time::timeout(Duration::from_secs(20), refreshed()).await;
+    assert_eq!(pass.expect("a pass that waits for the lock"), Vec::<String>::new());
+    holder.rollback().await.expect("release");
     assert_eq!(refreshed().await, ["public.grows"], "more than doubled again");
     pg.close().await;
     env.cleanup().await;
