@@ -419,22 +419,19 @@ fn flat_item(flat: &Flat) -> String {
     let (best, full_best) = (flat.best.accepted_commands_per_sec, flat.full_best.accepted_commands_per_sec);
     let search = ratio(full_best, best);
     // The item leads with the goal that missed: the search's, or else the p99's.
-    let mut item = match flat.fixed.filter(|_| flat.p99_met() == Some(false)) {
-        Some((empty, full)) if flat.throughput_met() => format!(
-            "**After {events} events: p99 at {:.0} ops/s {} of the empty database's** ({:.1} against {:.1} ms; \
-             the rate at the SLO met its goal, {search}: {full_best:.0} against {best:.0} accepted commands/s).",
-            full.target_rate,
-            ratio(full.commands.p99, empty.commands.p99),
-            full.commands.p99,
-            empty.commands.p99
+    let p99_missed = flat.fixed.filter(|_| flat.p99_met() == Some(false)).map(|(empty, full)| {
+        let growth = ratio(full.commands.p99, empty.commands.p99);
+        let p99 = format!("p99 at {:.0} ops/s {growth} of the empty database's", full.target_rate);
+        (p99, format!("{:.1} against {:.1} ms", full.commands.p99, empty.commands.p99))
+    });
+    let mut item = match p99_missed {
+        Some((p99, ms)) if flat.throughput_met() => format!(
+            "**After {events} events: {p99}** ({ms}; the rate at the SLO met its goal, {search}: {full_best:.0} \
+             against {best:.0} accepted commands/s)."
         ),
-        Some((empty, full)) => format!(
+        Some((p99, ms)) => format!(
             "**After {events} events: {search} of the empty database's rate at the SLO** ({full_best:.0} against \
-             {best:.0} accepted commands/s; p99 at {:.0} ops/s {} of the empty database's, {:.1} against {:.1} ms).",
-            full.target_rate,
-            ratio(full.commands.p99, empty.commands.p99),
-            full.commands.p99,
-            empty.commands.p99
+             {best:.0} accepted commands/s; {p99}, {ms})."
         ),
         None => format!(
             "**After {events} events: {search} of the empty database's rate at the SLO** ({full_best:.0} against \

@@ -104,7 +104,10 @@ pub async fn refresh(pg: &PgPool) -> sqlx::Result<Vec<Analyzed>> {
     tx.commit().await?;
     let mut analyzed = Vec::with_capacity(grown.len());
     for table in grown {
-        match analyze(pg, &table.table).await {
+        // A lock not granted in time is the same as one ANALYZE passed over.
+        let turn =
+            analyze(pg, &table.table).await.or_else(|e| if locked(&e) { Ok(Turn::Locked) } else { Err(e) });
+        match turn {
             Ok(Turn::Analyzed(table, ms)) => {
                 tracing::info!(
                     table = table.table,
@@ -123,12 +126,6 @@ pub async fn refresh(pg: &PgPool) -> sqlx::Result<Vec<Analyzed>> {
             Ok(Turn::Busy) => break,
             Ok(Turn::NotGrown) => {}
             Ok(Turn::Locked) => {
-                tracing::debug!(
-                    table = table.table,
-                    "a table that outgrew its statistics was locked; next pass"
-                )
-            }
-            Err(e) if locked(&e) => {
                 tracing::debug!(
                     table = table.table,
                     "a table that outgrew its statistics was locked; next pass"
